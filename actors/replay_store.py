@@ -1,0 +1,92 @@
+"""ReplayStore: the shared, bounded, policy-version-aware store between rollout actors and learner ranks.
+
+Holds Arrow record batches of whole episodes. `add` refuses a chunk when the store is full, and the rollout
+actor waits (back-pressure, memory stays bounded). `take` hands out whole episodes, oldest first, dropping
+those generated more than `max_policy_lag` versions behind the learner (counted), split into balanced shards
+for the learner ranks. A plain class: cluster/launch.py makes it a Ray actor.
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cluster.config import ReplayConfig
+
+
+class ReplayStore:
+    def __init__(self, cfg: ReplayConfig):
+        self.cfg = cfg
+        self.episodes: collections.deque[pa.Table] = collections.deque()
+        self.num_steps = 0
+        self.counters = {"added_steps": 0, "taken_steps": 0, "dropped_stale_steps": 0, "refused_chunks": 0}
+        self.spill_dir = pathlib.Path(cfg.spill_dir) if cfg.spill_dir else None
+        self.spilled = 0
+        if self.spill_dir:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, batch: pa.RecordBatch) -> bool:
+        """Accept a chunk of whole episodes, or refuse it (False) while the store is full."""
+        if self.num_steps > 0 and self.num_steps + batch.num_rows > self.cfg.capacity_steps:
+            self.counters["refused_chunks"] += 1
+            return False
+        table = pa.Table.from_batches([batch])
+        if self.spill_dir:
+            pq.write_table(table, self.spill_dir / f"chunk-{self.spilled:06d}.parquet")
+            self.spilled += 1
+        ids = table.column("episode_id")
+        for episode_id in pc.unique(ids).to_pylist():
+            self.episodes.append(table.filter(pc.equal(ids, episode_id)))
+        self.num_steps += batch.num_rows
+        self.counters["added_steps"] += batch.num_rows
+        return True
+
+    def take(self, min_steps: int, learner_version: int, num_shards: int = 1):
+        """Pop whole episodes until `min_steps` fresh steps are gathered; None if not enough yet.
+
+        Returns `num_shards` tables balanced by step count (object refs when running inside Ray).
+        """
+        min_version = learner_version - self.cfg.max_policy_lag
+        while self.episodes and _oldest_version(self.episodes[0]) < min_version:
+            stale = self.episodes.popleft()
+            self.num_steps -= stale.num_rows
+            self.counters["dropped_stale_steps"] += stale.num_rows
+        if self.num_steps < min_steps:
+            return None
+        picked, count = [], 0
+        while count < min_steps:
+            episode = self.episodes.popleft()
+            picked.append(episode)
+            count += episode.num_rows
+        self.num_steps -= count
+        self.counters["taken_steps"] += count
+        shards: list[list[pa.Table]] = [[] for _ in range(num_shards)]
+        sizes = [0] * num_shards
+        for episode in sorted(picked, key=lambda t: -t.num_rows):  # greedy balance: largest first, to the emptiest
+            k = sizes.index(min(sizes))
+            shards[k].append(episode)
+            sizes[k] += episode.num_rows
+        tables = [pa.concat_tables(s) if s else picked[0].schema.empty_table() for s in shards]
+        return _maybe_put(tables)
+
+    def stats(self) -> dict[str, float]:
+        out = {f"replay/{k}": float(v) for k, v in self.counters.items()}
+        out["replay/depth_steps"] = float(self.num_steps)
+        out["replay/depth_episodes"] = float(len(self.episodes))
+        return out
+
+
+def _oldest_version(episode: pa.Table) -> int:
+    return int(pc.min(episode.column("policy_version")).as_py())
+
+
+def _maybe_put(tables):
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+        return [ray.put(t) for t in tables]
+    return tables

@@ -1,0 +1,208 @@
+"""RolloutActor: many env copies and one inference engine; each step is one batched generate call.
+
+A plain class: the driver wraps it with `ray.remote` (cluster/launch.py); tests use it in-process.
+Finished episodes go to the replay store as Arrow record batches; an episode is never split or half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from actors.engines import make_engine
+from cluster.config import EnvConfig, RolloutConfig
+from cluster.schema import StepRecord, WeightsPayload, encode_png, to_record_batch
+from envs import TASKS, make_env
+from envs.parsing import parse_action
+from envs.prompts import chat_prompt, task_prompt
+
+log = logging.getLogger(__name__)
+SEEDS_PER_ENV = 100_000  # training seeds of env e of actor a: base + (a * 1000 + e) * SEEDS_PER_ENV + k
+
+
+@dataclass
+class EnvSlot:
+    """One env copy and the episode it is in."""
+
+    env: object
+    index: int
+    seed: int = 0
+    episodes: int = 0
+    obs: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+class RolloutActor:
+    def __init__(self, actor_id: int, env_cfg: EnvConfig, cfg: RolloutConfig, model_path: str, store=None):
+        self.actor_id = actor_id
+        self.env_cfg, self.cfg, self.store = env_cfg, cfg, store
+        self.task = TASKS[env_cfg.task]
+        self.engine = make_engine(cfg.backend, model_path, cfg.temperature, cfg.max_new_tokens, seed=actor_id)
+        self.rng = np.random.default_rng(env_cfg.seed + 7919 * actor_id)  # random actions for invalid text
+        self.version = 0
+        self.counters = {"env_failures": 0, "store_waits": 0}
+        self.slots = [EnvSlot(make_env(env_cfg.task), i) for i in range(env_cfg.envs_per_actor)]
+        for slot in self.slots:
+            self._reset(slot)
+
+    # ---- rollout ---------------------------------------------------------------------------------------------
+    def collect(self, steps_per_env: int | None = None) -> dict[str, float]:
+        """Step every env `steps_per_env` times; ship finished episodes to the store. Returns metrics."""
+        stats = Stats()
+        for _ in range(steps_per_env or self.cfg.steps_per_call):
+            stats.finished.extend(episode for _, episode in self._step_all(self.slots, stats))
+        self._ship(stats.finished)
+        return stats.metrics(self.version, self.counters)
+
+    def _step_all(self, slots: list[EnvSlot], stats: Stats, train: bool = True):
+        """One batched generate for `slots`, then one env step each. Returns [(slot, finished episode steps)]."""
+        prompts = [chat_prompt(task_prompt(self.env_cfg.task, s.info, self.env_cfg.cot)) for s in slots]
+        t0 = time.perf_counter()
+        gens = self.engine.generate(prompts, [s.obs for s in slots])
+        stats.gen_seconds += time.perf_counter() - t0
+        finished = []
+        t0 = time.perf_counter()
+        for slot, gen in zip(slots, gens, strict=True):
+            parsed = parse_action(gen.text, self.task.action_names, self.rng, self.task.ten_rule)
+            image = slot.obs
+            try:
+                slot.obs, reward, terminated, truncated, slot.info = slot.env.step(parsed.action)
+            except Exception:  # a broken env loses its episode, never the batch: count, log, recreate
+                log.exception("actor %d env %d failed; episode dropped", self.actor_id, slot.index)
+                self.counters["env_failures"] += 1
+                slot.env = make_env(self.env_cfg.task)
+                self._reset(slot, train)
+                continue
+            slot.steps.append(
+                StepRecord(
+                    episode_id=f"{self.actor_id}-{slot.index}-{slot.episodes}",
+                    step=len(slot.steps),
+                    actor_id=self.actor_id,
+                    env_index=slot.index,
+                    seed=slot.seed,
+                    policy_version=self.version,
+                    prompt_ids=gen.prompt_ids,
+                    image_png=encode_png(image),
+                    response_ids=gen.response_ids,
+                    behaviour_logprobs=gen.logprobs,
+                    response_text=gen.text,
+                    action=parsed.action,
+                    action_valid=parsed.valid,
+                    parse_status=parsed.reason,
+                    reward=float(reward),
+                    terminated=bool(terminated),
+                    truncated=bool(truncated),
+                )
+            )
+            stats.add_step(gen, parsed.valid)
+            if terminated or truncated:
+                finished.append((slot, slot.steps))
+                self._reset(slot, train)
+        stats.env_seconds += time.perf_counter() - t0
+        return finished
+
+    def _reset(self, slot: EnvSlot, train: bool = True) -> None:
+        if train:
+            base = self.env_cfg.seed + (self.actor_id * 1000 + slot.index) * SEEDS_PER_ENV
+            slot.seed = base + slot.episodes
+            slot.episodes += 1
+        slot.steps = []
+        slot.obs, slot.info = slot.env.reset(seed=slot.seed)
+
+    def _ship(self, episodes: list[list[StepRecord]]) -> None:
+        if not episodes or self.store is None:
+            return
+        batch = to_record_batch([s for ep in episodes for s in ep])
+        while not _call(self.store.add, batch):  # the store is full: wait until the learner takes data
+            self.counters["store_waits"] += 1
+            time.sleep(0.05)
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+    def evaluate(self, num_episodes: int, seed_base: int) -> dict[str, float]:
+        """Run `num_episodes` on held-out seeds with the current weights; nothing goes to the store."""
+        stats = Stats()
+        returns, pending = [], list(range(num_episodes))
+        slots: list[EnvSlot] = []
+        while pending or slots:
+            while pending and len(slots) < self.env_cfg.envs_per_actor:
+                slot = EnvSlot(make_env(self.env_cfg.task), len(slots), seed=seed_base + pending.pop(0))
+                self._reset(slot, train=False)
+                slots.append(slot)
+            finished = self._step_all(slots, stats, train=False)
+            returns.extend(sum(s.reward for s in episode) for _, episode in finished)
+            done = {id(slot) for slot, _ in finished}
+            slots = [s for s in slots if id(s) not in done]
+        returns = np.array(returns)
+        return {
+            "eval/episodes": float(len(returns)),
+            "eval/success": float((returns > 0).mean()),  # the paper's success: episode return > 0
+            "eval/return": float(returns.mean()),
+            "eval/invalid_frac": stats.invalid / max(stats.steps, 1),
+        }
+
+    # ---- weights -----------------------------------------------------------------------------------------------
+    def load_weights(self, payload: WeightsPayload) -> dict[str, float]:
+        """Verify the checksum, load in place, and tag later samples with the new version."""
+        t0 = time.perf_counter()
+        payload.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # arrays from the object store are read-only views; the engine copies
+            named = [(n, torch.from_numpy(a)) for n, a in zip(payload.names, payload.arrays, strict=True)]
+        self.engine.load_weights(named, payload.version)
+        self.version = payload.version
+        return {"timing/weight_load_s": time.perf_counter() - t0, "rollout/policy_version": float(self.version)}
+
+    def policy_version(self) -> int:
+        return self.version
+
+    def score(self, prompt: str, image: np.ndarray):
+        """One generation for a fixed prompt (tests compare it with the learner's forward)."""
+        return self.engine.generate([prompt], [image])[0]
+
+
+class Stats:
+    """Counters of one collect/evaluate call."""
+
+    def __init__(self):
+        self.steps = self.tokens = self.invalid = 0
+        self.gen_seconds = self.env_seconds = 0.0
+        self.finished: list[list[StepRecord]] = []
+        self.t0 = time.perf_counter()
+
+    def add_step(self, gen, valid: bool) -> None:
+        self.steps += 1
+        self.tokens += len(gen.response_ids)
+        self.invalid += int(not valid)
+
+    def metrics(self, version: int, counters: dict) -> dict[str, float]:
+        returns = [sum(s.reward for s in ep) for ep in self.finished]
+        wall = time.perf_counter() - self.t0
+        out = {
+            "rollout/env_steps": float(self.steps),
+            "rollout/tokens": float(self.tokens),
+            "rollout/episodes": float(len(returns)),
+            "rollout/successes": float(sum(r > 0 for r in returns)),
+            "rollout/return_sum": float(sum(returns)),
+            "rollout/invalid": float(self.invalid),
+            "rollout/policy_version": float(version),
+            "timing/generate_s": self.gen_seconds,
+            "timing/env_s": self.env_seconds,
+            "timing/collect_s": wall,
+        }
+        out.update({f"rollout/{k}": float(v) for k, v in counters.items()})
+        return out
+
+
+def _call(method, *args):
+    """Call a plain method or a Ray actor method the same way (the store may be either)."""
+    if hasattr(method, "remote"):
+        import ray
+
+        return ray.get(method.remote(*args))
+    return method(*args)

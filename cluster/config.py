@@ -1,0 +1,207 @@
+"""Every knob of a run: dataclasses with a docstring per field, named presets, CLI overrides.
+
+    python -m cluster.train numberline --ppo.lr 1e-4 --rollout.num-actors 2
+
+The resolved config is written to runs/<run>/config.json with every run. Each component receives only its
+own sub-config. Paper values are noted where we keep them; where the tiny CPU model needs other values the
+field says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from learner.policy_model import TinyVLMShape
+
+
+@dataclass
+class EnvConfig:
+    task: Literal["numberline"] = "numberline"
+    """Which gym_cards task to train on."""
+    cot: bool = True
+    """Chain-of-thought prompt (paper) or the action-only prompt (the "w/o CoT" ablation)."""
+    envs_per_actor: int = 16
+    """Env copies per rollout actor; each step runs them all through one batched generate call."""
+    seed: int = 0
+    """Base of the training seeds; each episode is reset with a fresh seed derived from it."""
+    eval_seed: int = 10**9
+    """Base of the held-out evaluation seeds (training seeds stay far below it)."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "checkpoints/numberline-sft"
+    """Policy checkpoint PPO starts from (HF format). Built by SFT when missing and `build_if_missing`."""
+    build_if_missing: bool = True
+    """Build the embedded tiny VLM and run SFT when `path` does not exist."""
+    shape: TinyVLMShape = field(default_factory=TinyVLMShape)
+    """Sizes of the embedded default VLM (ignored for an existing checkpoint)."""
+
+
+@dataclass
+class SFTConfig:
+    samples: int = 12000
+    """Demonstration steps generated from the env (random states, correct reading, noisy action)."""
+    action_noise: float = 0.45
+    """Probability that a demonstration's action is the wrong one (state-independent), leaving room for RL."""
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["vllm", "hf"] = "vllm"
+    """Inference engine: vLLM (default) or HF transformers generate (hosts without vLLM; baseline)."""
+    num_actors: int = 1
+    """Rollout actors (each owns envs_per_actor envs and one engine)."""
+    temperature: float = 0.2
+    """Sampling temperature (paper 0.2). Log-probs are taken from logits / temperature on both sides."""
+    max_new_tokens: int = 96
+    """Response cap (paper 256; our byte-level BPE answers need ~40 tokens)."""
+    steps_per_call: int = 4
+    """Env steps per env in one `collect` call; the learner can push weights between calls."""
+    cpus_per_actor: float = 1.0
+    """Ray CPUs reserved per rollout actor (its engine runs one OMP thread)."""
+
+
+@dataclass
+class ReplayConfig:
+    capacity_steps: int = 2048
+    """Most steps held; a full store refuses new chunks and the rollout actor waits (back-pressure)."""
+    max_policy_lag: int = 1
+    """Episodes with a step more than this many versions behind the learner are dropped (counted)."""
+    spill_dir: str = ""
+    """If set, every chunk the store accepts is also written there as Parquet (an archive of the run)."""
+
+
+@dataclass
+class PPOConfig:
+    gamma: float = 0.9
+    """Discount (paper 0.9)."""
+    gae_lambda: float = 0.95
+    """GAE λ (paper 0.95)."""
+    clip: float = 0.1
+    """Ratio clip and value clip (paper 0.1)."""
+    vf_coef: float = 0.5
+    """Value loss coefficient (paper 0.5, on top of the 0.5 inside the value loss)."""
+    cot_coef: float = 0.5
+    """λ scaling the CoT tokens' log-prob (paper 0.5 for gym_cards, 0.2 for ALFWorld)."""
+    epochs: int = 4
+    """PPO epochs over each batch (paper 4)."""
+    steps_per_update: int = 256
+    """Env steps per PPO update, over all learner ranks (paper 512 per GPU)."""
+    micro_batch: int = 16
+    """Samples per forward/backward on one rank (paper 1)."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-4
+    """Adam learning rate (paper 1e-5 for a 7B LoRA; the tiny from-scratch model needs more)."""
+    end_lr: float = 1e-6
+    """Cosine schedule floor, reached after `total_updates`."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (paper 0.01 with LoRA; too small for a tiny full model)."""
+    is_cap: float = 2.0
+    """Cap of the truncated importance weight π_prox/π_behav for stale samples."""
+
+
+@dataclass
+class LearnerConfig:
+    world_size: int = 1
+    """DeepSpeed ranks, one Ray actor each (gloo on CPU, NCCL on GPU)."""
+    zero_stage: int = 2
+    """ZeRO stage 1, 2 or 3 (paper 2)."""
+    cpus_per_rank: float = 1.0
+    push_every: int = 1
+    """Push weights to the rollout actors every K PPO updates."""
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    """Run folder name under out_dir (default: task and time)."""
+    out_dir: str = "runs"
+    total_updates: int = 40
+    """PPO updates to run."""
+    mode: Literal["async", "sync"] = "async"
+    """async: rollout continues while the learner trains; sync: collect, then train, then push."""
+    eval_episodes: int = 200
+    """Held-out episodes for the SFT-start and final evaluations."""
+    eval_every: int = 10
+    """Evaluate on held-out seeds every N updates (0 = only at start and end)."""
+    time_budget_min: float = 55.0
+    """Stop training (then evaluate and save) when this much wall clock has passed."""
+    dashboard: bool = False
+    """Start the Ray dashboard (metrics export) with a local cluster."""
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> Config:
+        """Raise one clear error for a bad combination rather than failing deep inside an actor."""
+        problems = []
+        if self.learner.zero_stage not in (1, 2, 3):
+            problems.append(f"learner.zero_stage must be 1, 2 or 3, not {self.learner.zero_stage}")
+        if self.ppo.steps_per_update < self.learner.world_size * self.ppo.micro_batch:
+            problems.append("ppo.steps_per_update must give every learner rank at least one micro-batch")
+        if not 0.0 <= self.sft.action_noise <= 1.0:
+            problems.append("sft.action_noise must lie in [0, 1]")
+        if self.rollout.temperature <= 0:
+            problems.append("rollout.temperature must be > 0 (log-probs are taken at logits / T)")
+        if min(self.rollout.num_actors, self.env.envs_per_actor, self.learner.world_size, self.run.total_updates) < 1:
+            problems.append("num_actors, envs_per_actor, world_size and total_updates must be >= 1")
+        if problems:
+            raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+        return self
+
+    def save(self, path: str | pathlib.Path) -> None:
+        pathlib.Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+
+def numberline() -> Config:
+    """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour."""
+    return Config()
+
+
+def tiny() -> Config:
+    """Seconds-scale settings for tests: a few envs, short responses, tiny updates."""
+    cfg = Config()
+    cfg.env.envs_per_actor = 4
+    cfg.rollout.steps_per_call = 2
+    cfg.rollout.max_new_tokens = 48
+    cfg.ppo.steps_per_update = 16
+    cfg.ppo.micro_batch = 4
+    cfg.ppo.grad_accum = 2
+    cfg.ppo.epochs = 1
+    cfg.run.total_updates = 2
+    cfg.run.eval_episodes = 4
+    cfg.run.eval_every = 0
+    cfg.sft.samples = 256
+    cfg.sft.epochs = 1
+    return cfg
+
+
+PRESETS = {
+    "numberline": ("NumberLine, embedded tiny VLM, SFT then PPO (the `make train` default).", numberline()),
+    "tiny": ("A seconds-scale run for tests and smoke checks.", tiny()),
+}
+
+
+def parse_cli(args: list[str] | None = None) -> Config:
+    import tyro
+
+    return tyro.extras.overridable_config_cli(PRESETS, args=args).validate()

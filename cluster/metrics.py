@@ -1,0 +1,104 @@
+"""Run logging: a live progress line, TensorBoard scalars, a JSONL history, Ray metrics and the curve PNG.
+
+Ray metrics (`ray.util.metrics`) appear on each node's Prometheus endpoint (and the Ray dashboard) with the
+prefix `ray_rl4vlm_`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+
+RAY_GAUGES = {
+    "env_steps_per_s": "Env steps per second over all rollout actors",
+    "tokens_per_s": "Generated tokens per second over all rollout actors",
+    "success": "Training-episode success rate (return > 0) since the last update",
+    "reward": "Mean training-episode return since the last update",
+    "staleness": "Mean policy-version lag of the samples in the last PPO update",
+    "weight_push_seconds": "Seconds of the last weight push",
+    "replay_depth": "Steps waiting in the replay store",
+    "policy_version": "Current learner policy version",
+    "eval_success": "Held-out evaluation success",
+}
+
+
+class RunLogger:
+    def __init__(self, run_dir: pathlib.Path, use_ray_metrics: bool = True):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.history = open(run_dir / "history.jsonl", "a")
+        self.t0 = time.perf_counter()
+        self.gauges = {}
+        if use_ray_metrics:
+            from ray.util.metrics import Gauge
+
+            self.gauges = {k: Gauge(f"rl4vlm_{k}", description=d) for k, d in RAY_GAUGES.items()}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        metrics = {**metrics, "time/elapsed_s": self.elapsed()}
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+        self.history.write(json.dumps({"update": step, **metrics}) + "\n")
+        self.history.flush()
+        for key, name in (
+            ("rollout/env_steps_per_s", "env_steps_per_s"),
+            ("rollout/tokens_per_s", "tokens_per_s"),
+            ("rollout/success", "success"),
+            ("rollout/return_mean", "reward"),
+            ("learner/staleness_mean", "staleness"),
+            ("timing/weight_push_s", "weight_push_seconds"),
+            ("replay/depth_steps", "replay_depth"),
+            ("learner/policy_version", "policy_version"),
+            ("eval/success", "eval_success"),
+        ):
+            if name in self.gauges and key in metrics:
+                self.gauges[name].set(metrics[key])
+
+    def progress(self, update: int, total: int, m: dict[str, float]) -> None:
+        line = (
+            f"[{self.elapsed() / 60:5.1f} min] update {update:3d}/{total}  "
+            f"success {m.get('rollout/success', float('nan')):.2f}  return {m.get('rollout/return_mean', float('nan')):+.2f}  "
+            f"invalid {m.get('rollout/invalid_frac', float('nan')):.2f}  steps/s {m.get('rollout/env_steps_per_s', 0):.1f}  "
+            f"tok/s {m.get('rollout/tokens_per_s', 0):.0f}  kl {m.get('learner/approx_kl', 0):.4f}  "
+            f"stale {m.get('learner/staleness_mean', 0):.2f}  replay {m.get('replay/depth_steps', 0):.0f}"
+        )
+        if "eval/success" in m:
+            line += f"  | eval success {m['eval/success']:.3f}"
+        print(line, file=sys.stdout, flush=True)
+
+    def close(self) -> None:
+        self.tb.close()
+        self.history.close()
+
+
+def plot_curve(run_dir: pathlib.Path, out: pathlib.Path) -> None:
+    """Learning curve: training success per update and held-out eval success."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    train = [(r["rollout/total_env_steps"], r["rollout/success"]) for r in rows if "rollout/success" in r]
+    evals = [(r.get("rollout/total_env_steps", 0), r["eval/success"]) for r in rows if "eval/success" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="training episodes (return > 0)", alpha=0.6)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="held-out evaluation")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,217 @@
+"""LearnerWorker: one DeepSpeed ZeRO rank running the paper's PPO update (one Ray actor per rank).
+
+Each update: score the shard once without gradients (values, proximal log-probs), GAE per episode, advantages
+normalised over all ranks, then `epochs` passes of clipped PPO over micro-batches. Stale samples are
+weighted by the truncated importance ratio π_prox/π_behav against the engine's behaviour log-probs.
+A plain class; cluster/launch.py wraps it with `ray.remote`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from actors.engines import banned_token_ids
+from cluster.config import LearnerConfig, PPOConfig
+from cluster.schema import WeightsPayload
+from learner import ppo
+from learner.batch import TokenTexts, collate, samples_from_table
+from learner.policy_model import PolicyWithValue, load_policy, save_policy, vllm_key
+
+
+class LearnerWorker:
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        master_port: int,
+        model_path: str,
+        ppo_cfg: PPOConfig,
+        cfg: LearnerConfig,
+        total_updates: int,
+        temperature: float,
+        seed: int = 0,
+    ):
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(master_port),
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            LOCAL_RANK="0",
+            DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cpu"),
+        )
+        import deepspeed
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend)
+        torch.manual_seed(seed + rank)
+        random.seed(seed + rank)
+        self.rank, self.world_size = rank, world_size
+        self.ppo_cfg, self.cfg = ppo_cfg, cfg
+        self.total_updates, self.temperature = total_updates, temperature
+        vlm, self.processor, value_head = load_policy(model_path)
+        self.module = PolicyWithValue(vlm, value_head)
+        optimizer = torch.optim.AdamW(self.module.parameters(), lr=ppo_cfg.lr, eps=1e-7, weight_decay=0.0)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": ppo_cfg.micro_batch,
+            "gradient_accumulation_steps": ppo_cfg.grad_accum,
+            "gradient_clipping": ppo_cfg.max_grad_norm,
+            "zero_optimization": {"stage": cfg.zero_stage},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=self.module, optimizer=optimizer, config=ds_config
+        )
+        tokenizer = self.processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.banned = torch.tensor(banned_token_ids(tokenizer))
+        self.token_texts = TokenTexts(tokenizer)
+        self.updates = 0
+
+    # ---- scoring ---------------------------------------------------------------------------------------------
+    def _score(self, batch: dict[str, torch.Tensor]):
+        """Forward one micro-batch: λ-scaled sequence log-probs (B,), values (B,), token log-probs (B, R)."""
+        logits, values = self.engine(
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"]
+        )
+        idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
+        response_logits = logits.gather(1, idx).float()
+        response_logits[..., self.banned] = float("-inf")  # the engine never samples these either
+        token_logp = ppo.token_logprobs(response_logits, batch["targets"], self.temperature)
+        token_logp = token_logp.masked_fill(~batch["response_mask"], 0.0)
+        seq = ppo.scaled_sequence_logprob(
+            token_logp, batch["response_mask"], batch["action_start"], self.ppo_cfg.cot_coef
+        )
+        return seq, values.float(), token_logp
+
+    def _all_reduce(self, values: list[float], op=None) -> list[float]:
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world_size > 1:
+            dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+        return t.tolist()
+
+    # ---- PPO update ------------------------------------------------------------------------------------------
+    def train(self, shard, learner_version: int) -> dict[str, float]:
+        """One PPO update on this rank's shard (an Arrow table or its object ref). Collective: all ranks call it."""
+        import torch.distributed as dist
+
+        t0 = time.perf_counter()
+        if not hasattr(shard, "num_rows"):
+            import ray
+
+            shard = ray.get(shard)
+        samples = samples_from_table(shard, self.token_texts)
+        cfg, mb = self.ppo_cfg, self.ppo_cfg.micro_batch
+        n = len(samples)
+
+        # 1. Proximal pass: values and log-probs under the weights this update starts from.
+        self.engine.eval()
+        old_logp, old_values, behav_logp = torch.zeros(n), torch.zeros(n), torch.zeros(n)
+        with torch.no_grad():
+            for i in range(0, n, mb):
+                batch = collate(samples[i : i + mb], self.processor.image_processor, self.pad_id)
+                seq, val, _ = self._score(batch)
+                old_logp[i : i + mb], old_values[i : i + mb] = seq, val
+                behav_logp[i : i + mb] = ppo.scaled_sequence_logprob(
+                    batch["behaviour_logprobs"], batch["response_mask"], batch["action_start"], cfg.cot_coef
+                )
+
+        # 2. GAE per episode (samples are sorted by episode and step), normalised over all ranks.
+        rewards = torch.tensor([s.reward for s in samples])
+        dones = torch.tensor([s.done for s in samples])
+        advantages, returns = ppo.gae(rewards, old_values, dones, cfg.gamma, cfg.gae_lambda)
+        total, total_sq, count = self._all_reduce([advantages.sum(), (advantages**2).sum(), float(n)])
+        mean = total / count
+        std = math.sqrt(max(total_sq / count - mean**2, 0.0))
+        advantages = ppo.normalize(advantages, mean, std)
+        weights = ppo.importance_weights(old_logp, behav_logp, cfg.is_cap)
+
+        # 3. PPO epochs. Every rank runs the same number of micro-batches (DeepSpeed reduces gradients together).
+        lr = cfg.end_lr + 0.5 * (cfg.lr - cfg.end_lr) * (1 + math.cos(math.pi * self.updates / self.total_updates))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        steps_per_epoch = int(self._all_reduce([n // mb], dist.ReduceOp.MIN)[0])
+        steps_per_epoch = max(cfg.grad_accum, steps_per_epoch // cfg.grad_accum * cfg.grad_accum)
+        self.engine.train()
+        logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n).tolist()
+            order = (order * math.ceil(steps_per_epoch * mb / n))[: steps_per_epoch * mb]  # repeat if short
+            for j in range(steps_per_epoch):
+                idx = order[j * mb : (j + 1) * mb]
+                batch = collate([samples[i] for i in idx], self.processor.image_processor, self.pad_id)
+                new_logp, values, _ = self._score(batch)
+                pg_loss, stats = ppo.policy_loss(new_logp, old_logp[idx], advantages[idx], cfg.clip, weights[idx])
+                v_loss = ppo.value_loss(values, old_values[idx], returns[idx], cfg.clip)
+                loss = pg_loss + cfg.vf_coef * v_loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite PPO loss at update {self.updates}: {loss.item()}")
+                self.engine.backward(loss)
+                self.engine.step()
+                logs["policy_loss"].append(pg_loss.item())
+                logs["value_loss"].append(v_loss.item())
+                logs["clip_frac"].append(stats["clip_frac"])
+                logs["approx_kl"].append(stats["approx_kl"])
+        self.updates += 1
+        staleness = [learner_version - s.policy_version for s in samples]
+        out = {f"learner/{k}": float(np.mean(v)) for k, v in logs.items()}
+        out.update(
+            {
+                "learner/lr": lr,
+                "learner/samples": float(n),
+                "learner/value_mean": float(old_values.mean()),
+                "learner/return_mean": float(returns.mean()),
+                "learner/is_weight_mean": float(weights.mean()),
+                "learner/behaviour_gap": float((old_logp - behav_logp).abs().mean()),
+                "learner/staleness_mean": float(np.mean(staleness)),
+                "learner/staleness_max": float(np.max(staleness)),
+                "timing/train_s": time.perf_counter() - t0,
+            }
+        )
+        return out
+
+    # ---- weights and checkpoints -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _full_params(self):
+        """Full weights on every rank: a no-op for ZeRO 1/2, a gather for ZeRO-3 (collective)."""
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def export_weights(self, version: int) -> WeightsPayload | None:
+        """The VLM's weights (vLLM names) from rank 0; other ranks return None. Collective under ZeRO-3."""
+        with self._full_params():
+            if self.rank != 0:
+                return None
+            named = [(vllm_key(n), p.detach().cpu().float().numpy().copy()) for n, p in self.module.vlm.named_parameters()]
+        return WeightsPayload.build(version, named)
+
+    def save(self, path: str, info: dict | None = None) -> None:
+        """HF-format checkpoint (+ value head) from rank 0. Collective under ZeRO-3."""
+        with self._full_params():
+            if self.rank == 0:
+                save_policy(path, self.module.vlm, self.processor, self.module.value_head, info)
+
+    def logprobs(self, prompt_ids: list[int], response_ids: list[int], image) -> list[float]:
+        """Per-token processed log-probs of a response under the learner's weights (tests compare with vLLM)."""
+        from learner.batch import Sample
+
+        sample = Sample("probe", 0, 0, prompt_ids, response_ids, [0.0] * len(response_ids), image, 0.0, True, 0)
+        batch = collate([sample], self.processor.image_processor, self.pad_id)
+        self.engine.eval()
+        with torch.no_grad():
+            _, _, token_logp = self._score(batch)
+        return token_logp[0, : len(response_ids)].tolist()

@@ -1,0 +1,144 @@
+"""SFT warm start: build the embedded tiny VLM offline and fine-tune it on env-generated CoT demonstrations.
+
+    python -m learner.sft --out checkpoints/numberline-sft      (make train runs this when the checkpoint is missing)
+
+Demonstrations come from episodes played by a noisy expert (envs/experts.py): the image is read correctly in
+the CoT, the action is wrong with probability `action_noise`. The loss covers response tokens only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import pathlib
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cluster.config import ModelConfig, SFTConfig
+from envs import make_env
+from envs.experts import noisy_numberline_action, numberline_response
+from envs.prompts import chat_prompt, task_prompt
+from learner.policy_model import ValueHead, build_processor, build_tiny_llava, build_tokenizer, save_policy
+
+log = logging.getLogger(__name__)
+SFT_SEED_BASE = 5 * 10**8  # demonstration episodes use their own seed range, apart from RL and evaluation
+
+
+def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True):
+    """`n` (image, prompt, response) triples from noisy-expert episodes."""
+    if task != "numberline":
+        raise NotImplementedError(f"no SFT expert for {task!r} yet")
+    env, rng, out, episode = make_env(task), np.random.default_rng(seed), [], 0
+    while len(out) < n:
+        obs, info = env.reset(seed=SFT_SEED_BASE + seed * 10**6 + episode)
+        episode += 1
+        done = False
+        while not done and len(out) < n:
+            action = noisy_numberline_action(info, noise, rng)
+            out.append((obs, chat_prompt(task_prompt(task, info, cot)), numberline_response(info, action, cot)))
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+    return out
+
+
+def tokenizer_corpus(task: str) -> list[str]:
+    """Every string the task's prompts and answers are made of (the BPE merges are learned from these)."""
+    texts = [chat_prompt(task_prompt(task, {}, cot)) for cot in (True, False)]
+    for c in range(6):
+        for t in range(6):
+            for a in (0, 1):
+                for cot in (True, False):
+                    texts.append(numberline_response({"current": c, "target": t}, a, cot))
+    return texts * 4
+
+
+def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, cot: bool = True) -> dict:
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_tokenizer(tokenizer_corpus(task), model_cfg.shape.vocab_size)
+    vlm = build_tiny_llava(tokenizer, model_cfg.shape, seed=cfg.seed)
+    processor = build_processor(tokenizer, model_cfg.shape)
+    demos = demonstrations(task, cfg.samples, cfg.action_noise, cfg.seed, cot)
+    pixel_cache: dict[bytes, torch.Tensor] = {}  # NumberLine has few distinct frames: process each once
+
+    def pixels(img: np.ndarray) -> torch.Tensor:
+        key = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
+        if key not in pixel_cache:
+            pixel_cache[key] = processor.image_processor(images=Image.fromarray(img), return_tensors="pt")[
+                "pixel_values"
+            ][0]
+        return pixel_cache[key]
+
+    # Prompt ids with the image placeholder expanded, exactly as the processor (and vLLM) expand it.
+    prompt_ids = {}
+    for _, prompt, _ in demos:
+        if prompt not in prompt_ids:
+            dummy = Image.new("RGB", (300, 300))
+            prompt_ids[prompt] = processor(text=prompt, images=dummy)["input_ids"][0]
+    eos = tokenizer.eos_token_id
+    examples = [
+        (pixels(img), list(prompt_ids[p]), tokenizer(r, add_special_tokens=False)["input_ids"] + [eos])
+        for img, p, r in demos
+    ]
+    steps = cfg.epochs * (len(examples) // cfg.batch_size)
+    opt = torch.optim.AdamW(vlm.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.05)
+    vlm.train()
+    rng, losses, step = np.random.default_rng(cfg.seed), [], 0
+    for _ in range(cfg.epochs):
+        order = rng.permutation(len(examples))
+        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            batch = [examples[j] for j in order[i : i + cfg.batch_size]]
+            L = max(len(p) + len(r) for _, p, r in batch)
+            ids = torch.full((len(batch), L), tokenizer.pad_token_id)
+            labels = torch.full((len(batch), L), -100)
+            mask = torch.zeros((len(batch), L), dtype=torch.long)
+            for b, (_, p, r) in enumerate(batch):
+                ids[b, : len(p) + len(r)] = torch.tensor(p + r)
+                labels[b, len(p) : len(p) + len(r)] = torch.tensor(r)
+                mask[b, : len(p) + len(r)] = 1
+            out = vlm(input_ids=ids, attention_mask=mask, pixel_values=torch.stack([x for x, _, _ in batch]), labels=labels)
+            opt.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(out.loss.item())
+            step += 1
+            if step % 50 == 0:
+                log.info("sft step %d/%d loss %.4f", step, steps, np.mean(losses[-50:]))
+    vlm.eval()
+    info = {
+        "task": task,
+        "sft_samples": len(examples),
+        "action_noise": cfg.action_noise,
+        "steps": step,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "seconds": time.perf_counter() - t0,
+    }
+    save_policy(out_dir, vlm, processor, ValueHead(model_cfg.shape.text_hidden), info)
+    log.info("sft done: %s", json.dumps(info))
+    return info
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="numberline")
+    parser.add_argument("--out", default="checkpoints/numberline-sft")
+    parser.add_argument("--samples", type=int, default=SFTConfig.samples)
+    parser.add_argument("--epochs", type=int, default=SFTConfig.epochs)
+    parser.add_argument("--action-noise", type=float, default=SFTConfig.action_noise)
+    args = parser.parse_args()
+    cfg = SFTConfig(samples=args.samples, epochs=args.epochs, action_noise=args.action_noise)
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    train_sft(args.task, args.out, ModelConfig(), cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny random VLM checkpoint and a private Ray cluster (never `ray stop`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """A randomly initialised embedded VLM in HF format (tokenizer trained on the task strings)."""
+    from learner.policy_model import TinyVLMShape, ValueHead, build_processor, build_tiny_llava, build_tokenizer, save_policy
+    from learner.sft import tokenizer_corpus
+
+    shape = TinyVLMShape(text_layers=2)
+    tokenizer = build_tokenizer(tokenizer_corpus("numberline"), shape.vocab_size)
+    path = tmp_path_factory.mktemp("tiny-vlm")
+    save_policy(path, build_tiny_llava(tokenizer, shape), build_processor(tokenizer, shape), ValueHead(shape.text_hidden))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A private local Ray cluster with its own temp dir, shut down after the module."""
+    import ray
+
+    from cluster.launch import ACTOR_ENV
+
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        _temp_dir=tempfile.mkdtemp(prefix="rl4vlm-test-ray-"),
+        runtime_env={"env_vars": ACTOR_ENV},
+        logging_level="WARNING",
+    )
+    yield ray
+    ray.shutdown()

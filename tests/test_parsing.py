@@ -1,0 +1,188 @@
+"""The paper's text -> action parser (spec §4, §14) on tricky strings, plus property tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from envs.parsing import ACTION_MARKER, ParsedAction, parse_action
+
+NL = ("-", "+")
+EZP = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "+", "*", "=")
+
+
+def nl(text, seed=0):
+    return parse_action(text, NL, np.random.default_rng(seed))
+
+
+def ezp(text, seed=0):
+    return parse_action(text, EZP, np.random.default_rng(seed), ten_rule=True)
+
+
+def test_marker_constant():
+    assert ACTION_MARKER == '"action":'
+
+
+@pytest.mark.parametrize(
+    "text, action",
+    [
+        ('{"thoughts": "3 is smaller than 5", "action": "+"}', 1),
+        ('{"thoughts": "5 is larger than 3", "action": "-"}', 0),
+        (' {\n "current number": "1", \n"target number": "0", \n"action": "-" \n}', 0),
+        ('"action":"+"', 1),
+        ('"action": +', 1),
+    ],
+)
+def test_marker_with_one_action_is_valid(text, action):
+    assert nl(text) == ParsedAction(action, True, "ok")
+
+
+def test_text_before_marker_is_ignored():
+    # "-" and "+" before the marker do not count: the string is cut at the marker.
+    assert nl('thoughts: 5 - 3 = 2, not 3 + 1. "action": "+"') == ParsedAction(1, True, "ok")
+    assert nl('I said "+" earlier. "action": "-"}') == ParsedAction(0, True, "ok")
+
+
+@pytest.mark.parametrize("text", ['"action": "-" or "+"', '"action": "+-"', '{"action": "-"} then +'])
+def test_both_actions_after_marker_is_ambiguous(text):
+    out = nl(text)
+    assert out.valid is False and out.reason == "ambiguous"
+    assert out.action in (0, 1)
+
+
+def test_no_marker_keeps_only_last_character():
+    assert nl("I will subtract - no, add one: +") == ParsedAction(1, True, "ok")
+    assert nl("+ is wrong, so -") == ParsedAction(0, True, "ok")
+    # last char is "." -> nothing found, even though both symbols appear earlier
+    out = nl("choose - or + then stop.")
+    assert (out.valid, out.reason) == (False, "no_match")
+    # a single "action" without the colon-quote marker form is not a marker
+    out = nl('"action" "+"}')
+    assert (out.valid, out.reason) == (False, "no_match")
+
+
+def test_empty_string_is_no_match():
+    out = nl("")
+    assert (out.valid, out.reason) == (False, "no_match")
+    assert out.action in (0, 1)
+
+
+def test_uppercase_marker_is_found():
+    assert nl('{"ACTION": "+"}') == ParsedAction(1, True, "ok")
+    assert nl('{"Action": "-"}') == ParsedAction(0, True, "ok")
+
+
+def test_first_marker_is_used():
+    # everything after the FIRST marker is searched; a parser using the last marker would return "-", valid
+    out = nl('"action": "+", "action": "-"')
+    assert (out.valid, out.reason) == (False, "ambiguous")
+    # the second marker has nothing after it; the first cut still sees "+"
+    assert nl('"action": "+" "action":') == ParsedAction(1, True, "ok")
+
+
+@pytest.mark.parametrize("text", [None, 42, 3.5, b'"action": "+"', ['"action": "+"']])
+def test_non_string_is_not_text(text):
+    out = nl(text)
+    assert (out.valid, out.reason) == (False, "not_text")
+    assert out.action in (0, 1)
+
+
+def test_random_fallback_in_range_and_reproducible():
+    texts = ['"action": "-+"', "", None, "nothing here."]
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    a = [parse_action(texts[i % 4], NL, rng_a).action for i in range(200)]
+    b = [parse_action(texts[i % 4], NL, rng_b).action for i in range(200)]
+    assert a == b
+    # each fallback is one rng.integers(2) draw, so the sequence is the generator's own
+    expected_rng = np.random.default_rng(7)
+    assert a == [int(expected_rng.integers(2)) for _ in range(200)]
+    assert set(a) == {0, 1}
+    out = parse_action(None, EZP, np.random.default_rng(3), ten_rule=True)
+    assert 0 <= out.action < len(EZP)
+
+
+def test_valid_parse_does_not_consume_randomness():
+    rng = np.random.default_rng(11)
+    nl_rng_state = rng.bit_generator.state
+    parse_action('"action": "+"', NL, rng)
+    assert rng.bit_generator.state == nl_rng_state
+
+
+# ---- EZPoints-style names with the "10" rule ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ('{"action": "10"}', "10"),
+        ('{"action": "1010"}', "10"),  # every "10" is deleted, nothing is left over
+        ('{"action": "10", "10"}', "10"),
+        ('{"action": "1"}', "1"),
+        ('{"action": "9"}', "9"),
+        ('{"action": "+"}', "+"),
+        ('{"action": "="}', "="),
+        ('{"cards": [10, 2], "formula": "10+2", "action": "*"}', "*"),
+    ],
+)
+def test_ten_rule_single_names(text, name):
+    assert ezp(text) == ParsedAction(EZP.index(name), True, "ok")
+
+
+def test_ten_rule_without_marker_last_char():
+    # only "0" is kept, which is no action name
+    assert (ezp("the answer is 10").valid, ezp("the answer is 10").reason) == (False, "no_match")
+    assert ezp("the answer is 7") == ParsedAction(EZP.index("7"), True, "ok")
+
+
+def test_ten_rule_1100_is_ambiguous():
+    # "1100" -> found {"10"}; deleting "10" leaves "10" again, which contains "1" (and "10") -> 2 names
+    out = ezp('"action": "1100"')
+    assert (out.valid, out.reason) == (False, "ambiguous")
+
+
+@pytest.mark.parametrize("text", ['"action": "110"', '"action": "12"', '"action": "10" or "="', '"action": "1+"'])
+def test_ten_rule_ambiguous_cases(text):
+    out = ezp(text)
+    assert (out.valid, out.reason) == (False, "ambiguous")
+    assert 0 <= out.action < len(EZP)
+
+
+def test_ten_needs_the_rule():
+    # without the rule "10" also contains "1": two names match
+    out = parse_action('"action": "10"', EZP, np.random.default_rng(0), ten_rule=False)
+    assert (out.valid, out.reason) == (False, "ambiguous")
+
+
+# ---- properties --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.booleans())
+def test_any_text_never_raises_and_is_in_range(text, ten):
+    names = EZP if ten else NL
+    out = parse_action(text, names, np.random.default_rng(0), ten_rule=ten)
+    assert isinstance(out.action, int) and 0 <= out.action < len(names)
+    assert out.valid == (out.reason == "ok")
+    assert out.reason in ("ok", "no_match", "ambiguous")
+
+
+NL_SAFE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='-+"\\'), max_size=80)
+EZP_SAFE = st.text(
+    st.characters(blacklist_categories=("Cs", "Nd"), blacklist_characters='+*="\\0123456789'), max_size=80
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(NL_SAFE, st.sampled_from(NL))
+def test_wellformed_json_parses_to_its_action(thoughts, a):
+    text = '{"thoughts": "' + thoughts + '", "action": "' + a + '"}'
+    assert nl(text) == ParsedAction(NL.index(a), True, "ok")
+
+
+@settings(max_examples=200, deadline=None)
+@given(EZP_SAFE, st.sampled_from(EZP))
+def test_wellformed_json_parses_to_its_action_ezpoints(thoughts, a):
+    text = '{"thoughts": "' + thoughts + '", "action": "' + a + '"}'
+    assert ezp(text) == ParsedAction(EZP.index(a), True, "ok")
