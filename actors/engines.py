@@ -97,7 +97,9 @@ class HFEngine:
     @torch.no_grad()
     def generate(self, prompts: list[str], images: list[np.ndarray]) -> list[Generation]:
         self.tokenizer.padding_side = "left"
-        enc = self.processor(text=prompts, images=[Image.fromarray(i) for i in images], return_tensors="pt", padding=True)
+        enc = self.processor(
+            text=prompts, images=[Image.fromarray(i) for i in images], return_tensors="pt", padding=True
+        )
         out = self.vlm.generate(
             **enc,
             do_sample=True,

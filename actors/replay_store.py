@@ -50,11 +50,12 @@ class ReplayStore:
 
         Returns `num_shards` tables balanced by step count (object refs when running inside Ray).
         """
+        # Episodes arrive in the order they finish, not the order of their weights: check every one.
         min_version = learner_version - self.cfg.max_policy_lag
-        while self.episodes and _oldest_version(self.episodes[0]) < min_version:
-            stale = self.episodes.popleft()
-            self.num_steps -= stale.num_rows
-            self.counters["dropped_stale_steps"] += stale.num_rows
+        fresh = collections.deque(e for e in self.episodes if _oldest_version(e) >= min_version)
+        dropped = self.num_steps - sum(e.num_rows for e in fresh)
+        self.episodes, self.num_steps = fresh, self.num_steps - dropped
+        self.counters["dropped_stale_steps"] += dropped
         if self.num_steps < min_steps:
             return None
         picked, count = [], 0

@@ -48,6 +48,8 @@ class SFTConfig:
     """Demonstration steps generated from the env (random states, correct reading, noisy action)."""
     action_noise: float = 0.45
     """Probability that a demonstration's action is the wrong one (state-independent), leaving room for RL."""
+    vision_steps: int = 200
+    """Supervised pre-training steps of the vision tower on env frames (stands in for CLIP pre-training)."""
     epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-3
@@ -100,12 +102,15 @@ class PPOConfig:
     """Samples per forward/backward on one rank (paper 1)."""
     grad_accum: int = 4
     """Micro-batches per optimizer step."""
-    lr: float = 1e-4
-    """Adam learning rate (paper 1e-5 for a 7B LoRA; the tiny from-scratch model needs more)."""
+    lr: float = 3e-5
+    """Adam learning rate (paper 1e-5 for a 7B LoRA)."""
     end_lr: float = 1e-6
     """Cosine schedule floor, reached after `total_updates`."""
     max_grad_norm: float = 1.0
     """Gradient clipping (paper 0.01 with LoRA; too small for a tiny full model)."""
+    value_warmup_updates: int = 2
+    """First updates train only the value head on a detached trunk: a random head must not push the shared
+    trunk (and so the SFT policy) around before its estimates mean anything."""
     is_cap: float = 2.0
     """Cap of the truncated importance weight π_prox/π_behav for stale samples."""
 

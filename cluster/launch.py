@@ -21,7 +21,14 @@ from cluster.config import Config
 from learner.learner import LearnerWorker
 
 # Inference and training each get one OMP thread per reserved CPU (oversubscription made vLLM 20-700x slower).
-ACTOR_ENV = {"OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "ERROR", "PYTHONWARNINGS": "ignore", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
+ACTOR_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "PYTHONWARNINGS": "ignore",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "DS_ACCELERATOR": "cpu",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 @dataclass
@@ -59,9 +66,7 @@ def free_port() -> int:
 def launch(cfg: Config, model_path: str) -> System:
     store = ray.remote(num_cpus=0)(ReplayStore).remote(cfg.replay)
     actors = [
-        ray.remote(num_cpus=cfg.rollout.cpus_per_actor)(RolloutActor).remote(
-            i, cfg.env, cfg.rollout, model_path, store
-        )
+        ray.remote(num_cpus=cfg.rollout.cpus_per_actor)(RolloutActor).remote(i, cfg.env, cfg.rollout, model_path, store)
         for i in range(cfg.rollout.num_actors)
     ]
     bundles = [{"CPU": cfg.learner.cpus_per_rank} for _ in range(cfg.learner.world_size)]

@@ -63,10 +63,11 @@ class RunLogger:
                 self.gauges[name].set(metrics[key])
 
     def progress(self, update: int, total: int, m: dict[str, float]) -> None:
+        nan = float("nan")
         line = (
             f"[{self.elapsed() / 60:5.1f} min] update {update:3d}/{total}  "
-            f"success {m.get('rollout/success', float('nan')):.2f}  return {m.get('rollout/return_mean', float('nan')):+.2f}  "
-            f"invalid {m.get('rollout/invalid_frac', float('nan')):.2f}  steps/s {m.get('rollout/env_steps_per_s', 0):.1f}  "
+            f"success {m.get('rollout/success', nan):.2f}  return {m.get('rollout/return_mean', nan):+.2f}  "
+            f"invalid {m.get('rollout/invalid_frac', nan):.2f}  steps/s {m.get('rollout/env_steps_per_s', 0):.1f}  "
             f"tok/s {m.get('rollout/tokens_per_s', 0):.0f}  kl {m.get('learner/approx_kl', 0):.4f}  "
             f"stale {m.get('learner/staleness_mean', 0):.2f}  replay {m.get('replay/depth_steps', 0):.0f}"
         )

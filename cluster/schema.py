@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -113,10 +113,13 @@ class WeightsPayload:
             raise ValueError(f"weights v{self.version}: checksum {got[:12]} != sender's {self.checksum[:12]}")
 
     def summary(self) -> dict:
-        d = asdict(self)
-        d.pop("arrays")
-        d["num_bytes"] = int(sum(a.nbytes for a in self.arrays))
-        return d
+        """Everything but the arrays (asdict would deep-copy every weight first)."""
+        return {
+            "version": self.version,
+            "names": list(self.names),
+            "checksum": self.checksum,
+            "num_bytes": int(sum(a.nbytes for a in self.arrays)),
+        }
 
 
 def weights_checksum(names: list[str], arrays: list[np.ndarray]) -> str:

@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     init_ray(cfg)
     system = launch(cfg, model_path)
     logger = RunLogger(run_dir)
-    print(f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
-          f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}", flush=True)
+    print(
+        f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
+        f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}",
+        flush=True,
+    )
 
     sft_eval = evaluate(system, cfg)
     logger.log(0, {**sft_eval, "rollout/total_env_steps": 0})
@@ -88,7 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     window, window_t0 = [], time.perf_counter()
     while update < cfg.run.total_updates and logger.elapsed() < 60 * cfg.run.time_budget_min:
         # 1. Wait for one update's worth of fresh episodes; in async mode actors never stop collecting.
-        while (shards := ray.get(system.store.take.remote(cfg.ppo.steps_per_update, version, cfg.learner.world_size))) is None:
+        while (
+            shards := ray.get(system.store.take.remote(cfg.ppo.steps_per_update, version, cfg.learner.world_size))
+        ) is None:
             if not pending:
                 pending = {a.collect.remote(): a for a in system.actors}
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_table(result: dict, run_dir: pathlib.Path) -> None:
-    print(f"\n| task | held-out episodes | SFT success | final success | updates | env steps | wall clock |")
+    print("\n| task | held-out episodes | SFT success | final success | updates | env steps | wall clock |")
     print("|---|---|---|---|---|---|---|")
     print(
         f"| {result['task']} | {result['episodes']} | {result['sft_success']:.3f} | {result['final_success']:.3f} "

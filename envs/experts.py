@@ -24,7 +24,7 @@ def numberline_response(info: dict, action: int, cot: bool = True) -> str:
     """The JSON answer in the paper's format; `thoughts` reads the image and compares, the action follows."""
     symbol = "-+"[action]
     if not cot:
-        return ' {\n "action": "%s" \n}' % symbol
+        return f' {{\n "action": "{symbol}" \n}}'
     c, t = info["current"], info["target"]
     relation = "smaller than" if c < t else "larger than"
     thoughts = f"The current number is {c} and the target number is {t}. {c} is {relation} {t}."

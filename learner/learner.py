@@ -76,10 +76,10 @@ class LearnerWorker:
         self.updates = 0
 
     # ---- scoring ---------------------------------------------------------------------------------------------
-    def _score(self, batch: dict[str, torch.Tensor]):
+    def _score(self, batch: dict[str, torch.Tensor], detach_value: bool = False):
         """Forward one micro-batch: λ-scaled sequence log-probs (B,), values (B,), token log-probs (B, R)."""
         logits, values = self.engine(
-            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"]
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"], detach_value
         )
         idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
         response_logits = logits.gather(1, idx).float()
@@ -141,6 +141,7 @@ class LearnerWorker:
             group["lr"] = lr
         steps_per_epoch = int(self._all_reduce([n // mb], dist.ReduceOp.MIN)[0])
         steps_per_epoch = max(cfg.grad_accum, steps_per_epoch // cfg.grad_accum * cfg.grad_accum)
+        warmup = self.updates < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
         self.engine.train()
         logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
         for _ in range(cfg.epochs):
@@ -149,10 +150,10 @@ class LearnerWorker:
             for j in range(steps_per_epoch):
                 idx = order[j * mb : (j + 1) * mb]
                 batch = collate([samples[i] for i in idx], self.processor.image_processor, self.pad_id)
-                new_logp, values, _ = self._score(batch)
+                new_logp, values, _ = self._score(batch, detach_value=warmup)
                 pg_loss, stats = ppo.policy_loss(new_logp, old_logp[idx], advantages[idx], cfg.clip, weights[idx])
                 v_loss = ppo.value_loss(values, old_values[idx], returns[idx], cfg.clip)
-                loss = pg_loss + cfg.vf_coef * v_loss
+                loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite PPO loss at update {self.updates}: {loss.item()}")
                 self.engine.backward(loss)
@@ -167,6 +168,7 @@ class LearnerWorker:
         out.update(
             {
                 "learner/lr": lr,
+                "learner/value_warmup": float(warmup),
                 "learner/samples": float(n),
                 "learner/value_mean": float(old_values.mean()),
                 "learner/return_mean": float(returns.mean()),
@@ -196,7 +198,9 @@ class LearnerWorker:
         with self._full_params():
             if self.rank != 0:
                 return None
-            named = [(vllm_key(n), p.detach().cpu().float().numpy().copy()) for n, p in self.module.vlm.named_parameters()]
+            named = [
+                (vllm_key(n), p.detach().cpu().float().numpy().copy()) for n, p in self.module.vlm.named_parameters()
+            ]
         return WeightsPayload.build(version, named)
 
     def save(self, path: str, info: dict | None = None) -> None:

@@ -33,7 +33,7 @@ class TinyVLMShape:
     vocab_size: int = 1024
     """BPE vocabulary size of the tokenizer trained on the task strings."""
     text_hidden: int = 128
-    """Llama hidden size; head_dim = text_hidden / text_heads must be one vLLM's CPU attention supports (32, 64, ...)."""
+    """Llama hidden size; head_dim = text_hidden / text_heads must be one vLLM's CPU attention supports (32, 64)."""
     text_layers: int = 4
     """Llama decoder layers."""
     text_heads: int = 4
@@ -127,13 +127,20 @@ def build_tiny_llava(tokenizer, shape: TinyVLMShape, seed: int = 0):
     return model.float().eval()
 
 
-def build_processor(tokenizer, shape: TinyVLMShape):
+def build_processor(tokenizer, shape: TinyVLMShape, image_mean=None, image_std=None):
+    """CLIP-style processor. Pass the task frames' channel statistics as mean/std: with CLIP's defaults a
+    mostly-white frame gives every patch the same large embedding and the digits drown in it (a random tower
+    then never learns to read; with the frames' own statistics it does within 50 steps)."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
+    stats = {}
+    if image_mean is not None:
+        stats = {"image_mean": [float(x) for x in image_mean], "image_std": [float(x) for x in image_std]}
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": shape.image_size},
         crop_size={"height": shape.image_size, "width": shape.image_size},
         do_convert_rgb=True,
+        **stats,
     )
     return LlavaProcessor(
         image_processor=image_processor,
@@ -166,10 +173,10 @@ class PolicyWithValue(nn.Module):
         self.vlm = vlm
         self.value_head = value_head
 
-    def forward(self, input_ids, attention_mask, pixel_values, value_index):
+    def forward(self, input_ids, attention_mask, pixel_values, value_index, detach_value: bool = False):
         """input_ids (B, L) = prompt + response, right-padded; value_index (B,) = last prompt position.
 
-        Returns logits (B, L, V) and values (B,).
+        Returns logits (B, L, V) and values (B,). `detach_value` keeps value gradients out of the trunk.
         """
         out = self.vlm(
             input_ids=input_ids,
@@ -180,7 +187,7 @@ class PolicyWithValue(nn.Module):
         )
         last_hidden = out.hidden_states[-1]  # (B, L, H)
         h = last_hidden[torch.arange(input_ids.shape[0]), value_index]  # (B, H)
-        return out.logits, self.value_head(h)
+        return out.logits, self.value_head(h.detach() if detach_value else h)
 
 
 def vllm_key(name: str) -> str:
@@ -228,12 +235,12 @@ def load_policy(path: str | pathlib.Path, with_value_head: bool = True):
     try:
         vlm = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(path)
+        value_head = None
+        if with_value_head:
+            value_head = ValueHead(vlm.config.text_config.hidden_size)
+            vh_file = path / VALUE_HEAD_FILE
+            if vh_file.exists():
+                value_head.load_state_dict(load_file(vh_file))
     except Exception as e:  # corrupt or incompatible files: one clear message, not a deep stack
         raise RuntimeError(f"cannot load policy checkpoint {path}: {type(e).__name__}: {e}") from e
-    value_head = None
-    if with_value_head:
-        value_head = ValueHead(vlm.config.text_config.hidden_size)
-        vh_file = path / VALUE_HEAD_FILE
-        if vh_file.exists():
-            value_head.load_state_dict(load_file(vh_file))
     return vlm, processor, value_head

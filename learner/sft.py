@@ -30,7 +30,7 @@ SFT_SEED_BASE = 5 * 10**8  # demonstration episodes use their own seed range, ap
 
 
 def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True):
-    """`n` (image, prompt, response) triples from noisy-expert episodes."""
+    """`n` (image, prompt, response, info) tuples from noisy-expert episodes."""
     if task != "numberline":
         raise NotImplementedError(f"no SFT expert for {task!r} yet")
     env, rng, out, episode = make_env(task), np.random.default_rng(seed), [], 0
@@ -40,10 +40,52 @@ def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True)
         done = False
         while not done and len(out) < n:
             action = noisy_numberline_action(info, noise, rng)
-            out.append((obs, chat_prompt(task_prompt(task, info, cot)), numberline_response(info, action, cot)))
+            prompt, response = chat_prompt(task_prompt(task, info, cot)), numberline_response(info, action, cot)
+            out.append((obs, prompt, response, dict(info)))
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
     return out
+
+
+def perception_labels(task: str, info: dict) -> list[int]:
+    """The symbolic state an image shows, as class labels (NumberLine: current and target, 0..5)."""
+    if task != "numberline":
+        raise NotImplementedError(task)
+    return [info["current"], info["target"]]
+
+
+def frame_statistics(frames: list[np.ndarray], max_frames: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (in [0, 1] units) of the task's frames, for the image processor."""
+    sample = np.stack(frames[:max_frames]).reshape(-1, 3) / 255.0  # (N*H*W, 3) float64: float32 sums saturate
+    return sample.mean(axis=0), np.maximum(sample.std(axis=0), 1e-3)
+
+
+def pretrain_vision(vlm, frames: list[torch.Tensor], labels: list[list[int]], steps: int, seed: int) -> float:
+    """Supervised pre-training of the randomly initialised CLIP tower on the env's own frames.
+
+    Stands in for CLIP's image-text pre-training, which a hub checkpoint brings and ours cannot: linear heads
+    read the state from the MEAN of the patch features the LLM will see, so every image token learns to carry
+    it, before SFT asks the LLM to route that information into its answer. Returns the final training accuracy.
+    """
+    tower = vlm.model.vision_tower
+    hidden = tower.config.hidden_size
+    num_slots, num_classes = len(labels[0]), max(max(x) for x in labels) + 1
+    heads = torch.nn.Linear(hidden, num_slots * num_classes)
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    x_all, y_all = torch.stack(frames), torch.tensor(labels)  # (N, 3, H, W), (N, slots)
+    gen, accs = torch.Generator().manual_seed(seed), []
+    tower.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(frames), (64,), generator=gen)
+        feats = tower(pixel_values=x_all[idx], output_hidden_states=True).hidden_states[-1][:, 1:]  # drop CLS
+        logits = heads(feats.mean(1)).view(-1, num_slots, num_classes)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, num_classes), y_all[idx].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        accs.append(float((logits.argmax(-1) == y_all[idx]).float().mean()))
+    return float(np.mean(accs[-20:]))
 
 
 def tokenizer_corpus(task: str) -> list[str]:
@@ -62,8 +104,9 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(tokenizer_corpus(task), model_cfg.shape.vocab_size)
     vlm = build_tiny_llava(tokenizer, model_cfg.shape, seed=cfg.seed)
-    processor = build_processor(tokenizer, model_cfg.shape)
     demos = demonstrations(task, cfg.samples, cfg.action_noise, cfg.seed, cot)
+    mean, std = frame_statistics([img for img, *_ in demos])
+    processor = build_processor(tokenizer, model_cfg.shape, mean, std)
     pixel_cache: dict[bytes, torch.Tensor] = {}  # NumberLine has few distinct frames: process each once
 
     def pixels(img: np.ndarray) -> torch.Tensor:
@@ -76,20 +119,27 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
 
     # Prompt ids with the image placeholder expanded, exactly as the processor (and vLLM) expand it.
     prompt_ids = {}
-    for _, prompt, _ in demos:
+    for _, prompt, _, _ in demos:
         if prompt not in prompt_ids:
             dummy = Image.new("RGB", (300, 300))
             prompt_ids[prompt] = processor(text=prompt, images=dummy)["input_ids"][0]
     eos = tokenizer.eos_token_id
     examples = [
         (pixels(img), list(prompt_ids[p]), tokenizer(r, add_special_tokens=False)["input_ids"] + [eos])
-        for img, p, r in demos
+        for img, p, r, _ in demos
     ]
+    unique = {id(x): (x, perception_labels(task, info)) for (x, _, _), (*_, info) in zip(examples, demos)}
+    frames, labels = zip(*unique.values())  # each distinct frame once (the pixel cache shares tensors)
+    vision_acc = pretrain_vision(vlm, list(frames), list(labels), cfg.vision_steps, cfg.seed)
+    log.info("vision pre-training: %d steps, state accuracy %.3f", cfg.vision_steps, vision_acc)
+    # The first two digits of an answer are its reading of the image (current, target): their teacher-forced
+    # accuracy tells whether the vision path learned anything, which the loss alone hides.
+    digit_ids = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
     steps = cfg.epochs * (len(examples) // cfg.batch_size)
     opt = torch.optim.AdamW(vlm.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.05)
     vlm.train()
-    rng, losses, step = np.random.default_rng(cfg.seed), [], 0
+    rng, losses, reads, step = np.random.default_rng(cfg.seed), [], [], 0
     for _ in range(cfg.epochs):
         order = rng.permutation(len(examples))
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
@@ -102,7 +152,9 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
                 ids[b, : len(p) + len(r)] = torch.tensor(p + r)
                 labels[b, len(p) : len(p) + len(r)] = torch.tensor(r)
                 mask[b, : len(p) + len(r)] = 1
-            out = vlm(input_ids=ids, attention_mask=mask, pixel_values=torch.stack([x for x, _, _ in batch]), labels=labels)
+            pixel_values = torch.stack([x for x, _, _ in batch])
+            out = vlm(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, labels=labels)
+            reads.append(_reading_accuracy(out.logits.detach(), batch, digit_ids))
             opt.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
@@ -111,7 +163,13 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
             losses.append(out.loss.item())
             step += 1
             if step % 50 == 0:
-                log.info("sft step %d/%d loss %.4f", step, steps, np.mean(losses[-50:]))
+                log.info(
+                    "sft step %d/%d loss %.4f reading acc %.3f",
+                    step,
+                    steps,
+                    np.mean(losses[-50:]),
+                    np.mean(reads[-50:]),
+                )
     vlm.eval()
     info = {
         "task": task,
@@ -119,11 +177,24 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
         "action_noise": cfg.action_noise,
         "steps": step,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "reading_accuracy": float(np.mean(reads[-50:])) if reads else None,
+        "vision_pretrain_accuracy": vision_acc,
         "seconds": time.perf_counter() - t0,
     }
     save_policy(out_dir, vlm, processor, ValueHead(model_cfg.shape.text_hidden), info)
     log.info("sft done: %s", json.dumps(info))
     return info
+
+
+def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float:
+    """Teacher-forced argmax accuracy on the first two digit tokens of each answer (its reading)."""
+    hits = total = 0
+    for b, (_, p, r) in enumerate(batch):
+        positions = [j for j, t in enumerate(r) if t in digit_ids][:2]
+        for j in positions:
+            hits += int(logits[b, len(p) + j - 1].argmax()) == r[j]
+            total += 1
+    return hits / max(total, 1)
 
 
 def main() -> None:
@@ -134,8 +205,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=SFTConfig.samples)
     parser.add_argument("--epochs", type=int, default=SFTConfig.epochs)
     parser.add_argument("--action-noise", type=float, default=SFTConfig.action_noise)
+    parser.add_argument("--lr", type=float, default=SFTConfig.lr)
+    parser.add_argument("--vision-steps", type=int, default=SFTConfig.vision_steps)
     args = parser.parse_args()
-    cfg = SFTConfig(samples=args.samples, epochs=args.epochs, action_noise=args.action_noise)
+    cfg = SFTConfig(
+        samples=args.samples,
+        epochs=args.epochs,
+        action_noise=args.action_noise,
+        lr=args.lr,
+        vision_steps=args.vision_steps,
+    )
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     train_sft(args.task, args.out, ModelConfig(), cfg)
 

@@ -14,13 +14,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
     """A randomly initialised embedded VLM in HF format (tokenizer trained on the task strings)."""
-    from learner.policy_model import TinyVLMShape, ValueHead, build_processor, build_tiny_llava, build_tokenizer, save_policy
+    from learner.policy_model import (
+        TinyVLMShape,
+        ValueHead,
+        build_processor,
+        build_tiny_llava,
+        build_tokenizer,
+        save_policy,
+    )
     from learner.sft import tokenizer_corpus
 
     shape = TinyVLMShape(text_layers=2)
     tokenizer = build_tokenizer(tokenizer_corpus("numberline"), shape.vocab_size)
     path = tmp_path_factory.mktemp("tiny-vlm")
-    save_policy(path, build_tiny_llava(tokenizer, shape), build_processor(tokenizer, shape), ValueHead(shape.text_hidden))
+    save_policy(
+        path, build_tiny_llava(tokenizer, shape), build_processor(tokenizer, shape), ValueHead(shape.text_hidden)
+    )
     return str(path)
 
 

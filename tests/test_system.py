@@ -54,11 +54,15 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path):
 
     # After the push, vLLM's processed log-probs equal the learner's forward on the same tokens.
     after = ray.get(system.actors[0].score.remote(prompt, image))
-    learner_lp = ray.get(system.learners[0].logprobs.remote(after.prompt_ids, after.response_ids, Image.fromarray(image)))
+    learner_lp = ray.get(
+        system.learners[0].logprobs.remote(after.prompt_ids, after.response_ids, Image.fromarray(image))
+    )
     assert len(after.response_ids) > 0
     np.testing.assert_allclose(after.logprobs, learner_lp, atol=2e-3)
     # ... and differ from the pre-push engine's for the same response (the weights really changed).
-    stale_lp = ray.get(system.learners[0].logprobs.remote(before.prompt_ids, before.response_ids, Image.fromarray(image)))
+    stale_lp = ray.get(
+        system.learners[0].logprobs.remote(before.prompt_ids, before.response_ids, Image.fromarray(image))
+    )
     assert np.max(np.abs(np.array(stale_lp) - np.array(before.logprobs))) > 1e-3
 
     # New samples carry the new policy version.

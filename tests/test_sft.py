@@ -1,0 +1,171 @@
+"""learner/sft.py: noisy-expert demonstrations and a tiny end-to-end SFT run."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from cluster.config import ModelConfig, SFTConfig
+from envs.numberline import NumberLineEnv
+from envs.parsing import parse_action
+from envs.prompts import chat_prompt, task_prompt
+from learner.policy_model import VALUE_HEAD_FILE, load_policy
+from learner.sft import (
+    demonstrations,
+    frame_statistics,
+    perception_labels,
+    pretrain_vision,
+    tokenizer_corpus,
+    train_sft,
+)
+
+ACTIONS = ("-", "+")
+STATE = re.compile(r'"current number": "(\d)", \n"target number": "(\d)"')
+
+
+def state(response: str) -> tuple[int, int]:
+    m = STATE.search(response)
+    assert m, response
+    return int(m.group(1)), int(m.group(2))
+
+
+def action(response: str) -> int:
+    parsed = parse_action(response, ACTIONS, np.random.default_rng(0))
+    assert parsed.valid and parsed.reason == "ok", response
+    return parsed.action
+
+
+def episode_starts(demos) -> list[int]:
+    """Indices where a new episode begins, from the states the responses read (a move changes current by 1)."""
+    starts, prev = [0], None
+    for i, (_, _, r, _) in enumerate(demos):
+        c, t = state(r)
+        if prev is not None:
+            pc, pt, pa_ = prev
+            expected = pc + (1 if pa_ == 1 else -1)
+            moved = (c, t) == (min(max(expected, 0), 5), pt)
+            finished = expected == pt
+            if finished or not moved:
+                starts.append(i)
+        prev = (c, t, action(r))
+    return starts
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: faster on a busy 2-core host and gentler to whatever else runs there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def render():
+    env = NumberLineEnv()
+
+    def draw(c, t):
+        env.current, env.target = c, t
+        return env.render()
+
+    return draw
+
+
+def test_expert_demonstrations_read_the_image(render):
+    demos = demonstrations("numberline", 50, noise=0.0, seed=0)
+    assert len(demos) == 50
+    prompt = chat_prompt(task_prompt("numberline", {}, True))
+    for img, p, r, _ in demos:
+        assert p == prompt
+        c, t = state(r)
+        assert c != t
+        np.testing.assert_array_equal(img, render(c, t))  # the response reads the state the image shows
+        assert action(r) == (1 if c < t else 0)  # expert: step toward the target
+        assert f"The current number is {c} and the target number is {t}." in r
+
+
+def test_demonstrations_deterministic_per_seed():
+    a = demonstrations("numberline", 30, noise=0.5, seed=3)
+    b = demonstrations("numberline", 30, noise=0.5, seed=3)
+    c = demonstrations("numberline", 30, noise=0.5, seed=4)
+    assert [d[2] for d in a] == [d[2] for d in b]
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b))
+    assert [d[2] for d in a] != [d[2] for d in c]
+
+
+def test_full_noise_flips_every_action_from_the_same_start_states():
+    good = demonstrations("numberline", 50, noise=0.0, seed=0)
+    bad = demonstrations("numberline", 50, noise=1.0, seed=0)
+    assert all(action(r) == (0 if state(r)[0] < state(r)[1] else 1) for _, _, r, _ in bad)  # always the wrong way
+    # The anti-expert never reaches the target, so its episodes are all truncated at 10 steps; the expert's
+    # last |current - target| steps. Episode k is reset with the same seed in both, so its first state is the same.
+    bad_starts, good_starts = episode_starts(bad), episode_starts(good)
+    assert bad_starts == [0, 10, 20, 30, 40]
+    for i in range(len(good_starts) - 1):
+        c, t = state(good[good_starts[i]][2])
+        assert good_starts[i + 1] - good_starts[i] == abs(c - t)
+    for g, b in zip(good_starts, bad_starts):
+        assert state(good[g][2]) == state(bad[b][2])
+        np.testing.assert_array_equal(good[g][0], bad[b][0])
+        assert action(good[g][2]) == 1 - action(bad[b][2])
+
+
+def test_noise_is_state_independent_rate():
+    demos = demonstrations("numberline", 400, noise=0.3, seed=1)
+    wrong = np.mean([action(r) != (1 if state(r)[0] < state(r)[1] else 0) for _, _, r, _ in demos])
+    assert 0.2 < wrong < 0.4
+
+
+def test_unknown_task_raises():
+    with pytest.raises(NotImplementedError):
+        demonstrations("ezpoints", 1, 0.0, 0)
+
+
+def test_tiny_sft_run(tmp_path):
+    out = tmp_path / "sft"
+    info = train_sft("numberline", str(out), ModelConfig(), SFTConfig(samples=64, epochs=1, batch_size=16))
+    for f in ("config.json", "model.safetensors", VALUE_HEAD_FILE, "policy_info.json"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "policy_info.json").read_text())
+    assert saved["sft_samples"] == 64 and saved["steps"] == 4 and saved["task"] == "numberline"
+    assert np.isfinite(saved["final_loss"]) and saved["final_loss"] > 0
+    assert info["sft_samples"] == 64
+    vlm, processor, head = load_policy(out)
+    assert head is not None and vlm.config.text_config.hidden_size == ModelConfig().shape.text_hidden
+    assert processor.tokenizer.decode(processor.tokenizer("3 is", add_special_tokens=False)["input_ids"]) == "3 is"
+
+
+def test_demonstration_info_matches_the_answer():
+    for _, _, response, info in demonstrations("numberline", 30, noise=0.0, seed=2):
+        assert state(response) == (info["current"], info["target"])
+
+
+def test_frame_statistics_are_exact_on_many_frames():
+    # float32 accumulation over ~1e8 values saturates; the statistics must stay exact
+    frames = [np.full((300, 300, 3), 255, np.uint8)] * 400 + [np.zeros((300, 300, 3), np.uint8)] * 100
+    mean, std = frame_statistics(frames)
+    np.testing.assert_allclose(mean, [0.8, 0.8, 0.8], atol=1e-9)
+    np.testing.assert_allclose(std, [0.4, 0.4, 0.4], atol=1e-9)
+
+
+def test_vision_pretraining_learns_to_read_the_frames():
+    from PIL import Image
+
+    from learner.policy_model import TinyVLMShape, build_processor, build_tiny_llava, build_tokenizer
+
+    demos = demonstrations("numberline", 300, noise=0.45, seed=0)
+    unique = {img.tobytes(): (img, info) for img, _, _, info in demos}
+    images, infos = zip(*unique.values())
+    shape = TinyVLMShape(text_layers=1)
+    tokenizer = build_tokenizer(tokenizer_corpus("numberline"), shape.vocab_size)
+    processor = build_processor(tokenizer, shape, *frame_statistics(list(images)))
+    frames = [
+        processor.image_processor(images=Image.fromarray(i), return_tensors="pt")["pixel_values"][0] for i in images
+    ]
+    labels = [perception_labels("numberline", info) for info in infos]
+    accuracy = pretrain_vision(build_tiny_llava(tokenizer, shape), frames, labels, steps=120, seed=0)
+    assert accuracy > 0.9  # chance is ~0.18; CLIP's default normalisation stayed there
