@@ -44,7 +44,7 @@ class ModelConfig:
 
 @dataclass
 class SFTConfig:
-    samples: int = 12000
+    samples: int = 8000
     """Demonstration steps generated from the env (random states, correct reading, noisy action)."""
     action_noise: float = 0.45
     """Probability that a demonstration's action is the wrong one (state-independent), leaving room for RL."""

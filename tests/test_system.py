@@ -35,6 +35,7 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path):
     cfg = tiny()
     cfg.learner.world_size = 2
     cfg.ppo.lr = 1e-3  # large enough that two updates visibly move the weights
+    cfg.ppo.value_warmup_updates = 0  # warm-up updates leave the policy untouched by design
     system = launch(cfg, tiny_model_path)
     prompt, image = _prompt_and_image()
     before = ray.get(system.actors[0].score.remote(prompt, image))
@@ -66,8 +67,11 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path):
     assert np.max(np.abs(np.array(stale_lp) - np.array(before.logprobs))) > 1e-3
 
     # New samples carry the new policy version.
-    ray.get(system.actors[0].collect.remote())
-    shards = ray.get(system.store.take.remote(1, version, 1))
+    shards = None
+    for _ in range(10):  # an episode lasts up to 10 steps; one collect may finish none
+        ray.get(system.actors[0].collect.remote())
+        if (shards := ray.get(system.store.take.remote(1, version, 1))) is not None:
+            break
     steps = from_table(ray.get(shards[0]))
     assert max(s.policy_version for s in steps) == version
     for handle in [*system.actors, *system.learners, system.store]:
