@@ -111,6 +111,9 @@ class PPOConfig:
     value_warmup_updates: int = 2
     """First updates train only the value head on a detached trunk: a random head must not push the shared
     trunk (and so the SFT policy) around before its estimates mean anything."""
+    target_kl: float = 0.05
+    """Stop an update's remaining epochs once the mean approx. KL of an optimizer step exceeds this (all ranks
+    agree). Without it the policy took KL 3-5 steps once success saturated and collapsed into invalid text."""
     is_cap: float = 2.0
     """Cap of the truncated importance weight π_prox/π_behav for stale samples."""
 
@@ -131,8 +134,8 @@ class RunConfig:
     name: str = ""
     """Run folder name under out_dir (default: task and time)."""
     out_dir: str = "runs"
-    total_updates: int = 40
-    """PPO updates to run."""
+    total_updates: int = 25
+    """PPO updates to run (the cosine learning-rate schedule spans them; paper T_max 25)."""
     mode: Literal["async", "sync"] = "async"
     """async: rollout continues while the learner trains; sync: collect, then train, then push."""
     eval_episodes: int = 200

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 
 import ray
-from ray.util.placement_group import placement_group
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.replay_store import ReplayStore
@@ -36,6 +36,8 @@ class System:
     store: ray.actor.ActorHandle
     actors: list[ray.actor.ActorHandle]
     learners: list[ray.actor.ActorHandle]
+    placement: PlacementGroup
+    """Reserves the learner ranks' CPUs until `shutdown` removes it."""
 
 
 def init_ray(cfg: Config) -> None:
@@ -95,7 +97,14 @@ def launch(cfg: Config, model_path: str) -> System:
     # Fail here, with the actor's own error, if an engine or a rank cannot start.
     ray.get([a.policy_version.remote() for a in actors])
     ray.get([l.__ray_ready__.remote() for l in learners])
-    return System(store, actors, learners)
+    return System(store, actors, learners, pg)
+
+
+def shutdown(system: System) -> None:
+    """Kill the run's actors and free its placement group (a submitted job's cluster outlives the run)."""
+    for handle in [*system.actors, *system.learners, system.store]:
+        ray.kill(handle)
+    remove_placement_group(system.placement)
 
 
 def push_weights(system: System, version: int) -> dict[str, float]:

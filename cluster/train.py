@@ -19,7 +19,7 @@ import time
 import ray
 
 from cluster.config import Config, parse_cli
-from cluster.launch import System, init_ray, launch, push_weights
+from cluster.launch import System, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
 
 
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     logger.close()
+    shutdown(system)
     plot_curve(run_dir, run_dir / "learning_curve.png")
     print_table(result, run_dir)
     return result

@@ -144,7 +144,10 @@ class LearnerWorker:
         warmup = self.updates < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
         self.engine.train()
         logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
+        stopped_early = False
         for _ in range(cfg.epochs):
+            if stopped_early:
+                break
             order = torch.randperm(n).tolist()
             order = (order * math.ceil(steps_per_epoch * mb / n))[: steps_per_epoch * mb]  # repeat if short
             for j in range(steps_per_epoch):
@@ -162,6 +165,11 @@ class LearnerWorker:
                 logs["value_loss"].append(v_loss.item())
                 logs["clip_frac"].append(stats["clip_frac"])
                 logs["approx_kl"].append(stats["approx_kl"])
+                if (j + 1) % cfg.grad_accum == 0:  # an optimizer-step boundary: every rank decides together
+                    kl = self._all_reduce([float(np.mean(logs["approx_kl"][-cfg.grad_accum :]))])[0] / self.world_size
+                    if not kl <= cfg.target_kl:  # NaN stops too
+                        stopped_early = True
+                        break
         self.updates += 1
         staleness = [learner_version - s.policy_version for s in samples]
         out = {f"learner/{k}": float(np.mean(v)) for k, v in logs.items()}
@@ -169,6 +177,8 @@ class LearnerWorker:
             {
                 "learner/lr": lr,
                 "learner/value_warmup": float(warmup),
+                "learner/stopped_early": float(stopped_early),
+                "learner/optimizer_micro_steps": float(len(logs["approx_kl"])),
                 "learner/samples": float(n),
                 "learner/value_mean": float(old_values.mean()),
                 "learner/return_mean": float(returns.mean()),
@@ -210,7 +220,10 @@ class LearnerWorker:
                 save_policy(path, self.module.vlm, self.processor, self.module.value_head, info)
 
     def logprobs(self, prompt_ids: list[int], response_ids: list[int], image) -> list[float]:
-        """Per-token processed log-probs of a response under the learner's weights (tests compare with vLLM)."""
+        """Per-token processed log-probs of a response under the learner's weights (tests compare with vLLM).
+
+        Collective under ZeRO-3 (a forward gathers the sharded weights): call it on every rank.
+        """
         from learner.batch import Sample
 
         sample = Sample("probe", 0, 0, prompt_ids, response_ids, [0.0] * len(response_ids), image, 0.0, True, 0)

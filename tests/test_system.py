@@ -25,15 +25,17 @@ def _prompt_and_image():
     return chat_prompt(task_prompt("numberline", info)), obs
 
 
-def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path):
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage):
     import ray
     from PIL import Image
 
-    from cluster.launch import launch, push_weights
+    from cluster.launch import launch, push_weights, shutdown
     from cluster.schema import from_table
 
     cfg = tiny()
     cfg.learner.world_size = 2
+    cfg.learner.zero_stage = zero_stage  # ZeRO-3 shards the weights: the push must gather them
     cfg.ppo.lr = 1e-3  # large enough that two updates visibly move the weights
     cfg.ppo.value_warmup_updates = 0  # warm-up updates leave the policy untouched by design
     system = launch(cfg, tiny_model_path)
@@ -55,15 +57,16 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path):
 
     # After the push, vLLM's processed log-probs equal the learner's forward on the same tokens.
     after = ray.get(system.actors[0].score.remote(prompt, image))
-    learner_lp = ray.get(
-        system.learners[0].logprobs.remote(after.prompt_ids, after.response_ids, Image.fromarray(image))
-    )
+
+    def learner_logprobs(gen):  # every rank joins: a ZeRO-3 forward gathers the sharded weights
+        calls = [l.logprobs.remote(gen.prompt_ids, gen.response_ids, Image.fromarray(image)) for l in system.learners]
+        return ray.get(calls)[0]
+
+    learner_lp = learner_logprobs(after)
     assert len(after.response_ids) > 0
     np.testing.assert_allclose(after.logprobs, learner_lp, atol=2e-3)
     # ... and differ from the pre-push engine's for the same response (the weights really changed).
-    stale_lp = ray.get(
-        system.learners[0].logprobs.remote(before.prompt_ids, before.response_ids, Image.fromarray(image))
-    )
+    stale_lp = learner_logprobs(before)
     assert np.max(np.abs(np.array(stale_lp) - np.array(before.logprobs))) > 1e-3
 
     # New samples carry the new policy version.
@@ -74,21 +77,22 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path):
             break
     steps = from_table(ray.get(shards[0]))
     assert max(s.policy_version for s in steps) == version
-    for handle in [*system.actors, *system.learners, system.store]:
-        ray.kill(handle)
+    shutdown(system)
 
 
-def test_driver_end_to_end(ray_cluster, tiny_model_path, tmp_path):
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_driver_end_to_end(ray_cluster, tiny_model_path, tmp_path, mode):
     from cluster.train import main
 
-    result = main(["tiny", "--model.path", tiny_model_path, "--run.out-dir", str(tmp_path), "--run.name", "e2e"])
+    argv = ["tiny", "--model.path", tiny_model_path, "--run.out-dir", str(tmp_path), "--run.name", "e2e"]
+    result = main([*argv, "--run.mode", mode])
     saved = json.loads((tmp_path / "e2e" / "eval.json").read_text())
     assert saved == result
     for key in ("task", "episodes", "sft_success", "final_success"):
         assert key in saved
     assert saved["task"] == "numberline" and saved["episodes"] == 4
     assert 0.0 <= saved["sft_success"] <= 1.0 and 0.0 <= saved["final_success"] <= 1.0
-    assert saved["updates"] == 2 and saved["policy_version"] == 2
+    assert saved["updates"] == 2 and saved["policy_version"] == 2 and saved["mode"] == mode
     run = tmp_path / "e2e"
     assert (run / "config.json").exists() and (run / "learning_curve.png").exists()
     assert (run / "checkpoint" / "model.safetensors").exists()

@@ -1,0 +1,180 @@
+"""actors/engines.py: both engines return the processed log-probs a plain HF forward gives for the same tokens.
+
+The manual reference: one full forward on prompt_ids + response_ids, log_softmax(logits / T) with the banned
+special ids at -inf, read at the positions that predict the response tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from actors.engines import HFEngine, banned_token_ids
+from envs import make_env
+from envs.prompts import chat_prompt, task_prompt
+from learner.policy_model import load_policy, vllm_key
+
+T, MAX_NEW = 0.2, 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def batch():
+    """Two prompts of different lengths (left padding in the HF batch) on two different env frames."""
+    env = make_env("numberline")
+    images = [env.reset(seed=seed)[0] for seed in (123, 456)]
+    prompts = [chat_prompt(task_prompt("numberline", {}, cot)) for cot in (True, False)]
+    return prompts, images
+
+
+def expanded_ids(processor, prompt: str, image: np.ndarray) -> list[int]:
+    return processor(text=[prompt], images=[Image.fromarray(image)], return_tensors="pt")["input_ids"][0].tolist()
+
+
+@torch.no_grad()
+def manual_logprobs(vlm, processor, prompt_ids, response_ids, image) -> np.ndarray:
+    pixels = processor.image_processor(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"]
+    ids = torch.tensor([prompt_ids + response_ids])
+    logits = vlm(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0].float()
+    P, n = len(prompt_ids), len(response_ids)
+    scaled = logits[P - 1 : P - 1 + n] / T
+    scaled[:, banned_token_ids(processor.tokenizer)] = float("-inf")
+    logp = torch.log_softmax(scaled, -1)
+    return logp.gather(-1, torch.tensor(response_ids).unsqueeze(-1)).squeeze(-1).numpy()
+
+
+@pytest.fixture(scope="module")
+def hf_engine(tiny_model_path):
+    return HFEngine(tiny_model_path, T, MAX_NEW, seed=0)
+
+
+def test_banned_ids_are_all_specials_but_eos(hf_engine):
+    tok = hf_engine.tokenizer
+    banned = banned_token_ids(tok)
+    assert tok.eos_token_id not in banned
+    assert set(banned) == set(tok.all_special_ids) - {tok.eos_token_id}
+    assert {tok.pad_token_id, tok.bos_token_id, tok.convert_tokens_to_ids("<image>")} <= set(banned)
+
+
+def test_hf_engine_logprobs_equal_manual_forward(hf_engine):
+    prompts, images = batch()
+    gens = hf_engine.generate(prompts, images)
+    assert len(gens) == 2
+    banned = set(banned_token_ids(hf_engine.tokenizer))
+    for gen, prompt, image in zip(gens, prompts, images):
+        assert gen.prompt_ids == expanded_ids(hf_engine.processor, prompt, image)  # padding stripped
+        assert 0 < len(gen.response_ids) == len(gen.logprobs) <= MAX_NEW
+        assert not banned & set(gen.response_ids)
+        assert gen.text == hf_engine.tokenizer.decode(gen.response_ids, skip_special_tokens=True)
+        ref = manual_logprobs(hf_engine.vlm, hf_engine.processor, gen.prompt_ids, gen.response_ids, image)
+        np.testing.assert_allclose(gen.logprobs, ref, atol=1e-4)
+    assert len(gens[0].prompt_ids) > len(gens[1].prompt_ids)
+
+
+def test_hf_engine_never_samples_banned_ids_even_when_they_dominate(hf_engine):
+    """Push every banned id's logit up by 50: unbanned sampling would pick one almost every time."""
+    banned = banned_token_ids(hf_engine.tokenizer)
+
+    def boost(module, inputs, output):
+        output = output.clone()
+        output[..., banned] += 50.0
+        return output
+
+    handle = hf_engine.vlm.lm_head.register_forward_hook(boost)
+    try:
+        prompts, images = batch()
+        gens = hf_engine.generate(prompts, images)
+        pixels = hf_engine.processor.image_processor(images=[Image.fromarray(images[0])], return_tensors="pt")
+        ids = torch.tensor([gens[0].prompt_ids])
+        with torch.no_grad():
+            logits = hf_engine.vlm(input_ids=ids, pixel_values=pixels["pixel_values"]).logits[0, -1]
+        assert int(logits.argmax()) in banned  # the boost really makes a banned id the favourite
+        for gen, image in zip(gens, images):
+            assert len(gen.response_ids) > 0 and not set(banned) & set(gen.response_ids)
+            ref = manual_logprobs(hf_engine.vlm, hf_engine.processor, gen.prompt_ids, gen.response_ids, image)
+            np.testing.assert_allclose(gen.logprobs, ref, atol=1e-4)
+    finally:
+        handle.remove()
+
+
+# ---- vLLM (one in-process engine for the module) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_model_path):
+    set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "OMP_NUM_THREADS": "1",
+            "VLLM_LOGGING_LEVEL": "ERROR",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+        }.items():
+            mp.setenv(key, value)
+        set_threads(1)
+        from actors.engines import VLLMEngine
+
+        engine = VLLMEngine(tiny_model_path, T, MAX_NEW, seed=0)
+        yield engine
+    del engine
+    gc.collect()
+    torch.set_num_threads = set_threads  # vLLM's CPU worker replaces it process-wide with a no-op
+    set_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hf_reference(tiny_model_path):
+    vlm, processor, _ = load_policy(tiny_model_path, with_value_head=False)
+    return vlm, processor
+
+
+def check_against(vlm, processor, gens, prompts, images, atol=2e-3):
+    banned = set(banned_token_ids(processor.tokenizer))
+    for gen, prompt, image in zip(gens, prompts, images):
+        assert gen.prompt_ids == expanded_ids(processor, prompt, image)
+        assert 0 < len(gen.response_ids) == len(gen.logprobs) <= MAX_NEW
+        assert not banned & set(gen.response_ids)
+        ref = manual_logprobs(vlm, processor, gen.prompt_ids, gen.response_ids, image)
+        np.testing.assert_allclose(gen.logprobs, ref, atol=atol)
+
+
+@pytest.mark.slow
+def test_vllm_prompt_ids_and_logprobs_equal_hf_forward(vllm_engine, hf_reference):
+    prompts, images = batch()
+    gens = vllm_engine.generate(prompts, images)
+    assert len(gens) == 2
+    check_against(*hf_reference, gens, prompts, images)
+
+
+@pytest.mark.slow
+def test_vllm_load_weights_in_place(vllm_engine, hf_reference):
+    vlm, processor = hf_reference
+    prompts, images = batch()
+    before = vllm_engine.generate(prompts[:1], images[:1])  # warms the prefix and encoder caches
+    changed = copy.deepcopy(vlm)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    named = [(vllm_key(n), p.detach().clone()) for n, p in changed.named_parameters()]
+    assert any(n.startswith("model.vision_tower.vision_model.") for n, _ in named)
+    try:
+        vllm_engine.load_weights(named, version=1)
+        after = vllm_engine.generate(prompts, images)
+        check_against(changed, processor, after, prompts, images)
+        stale = manual_logprobs(vlm, processor, after[0].prompt_ids, after[0].response_ids, images[0])
+        assert np.max(np.abs(stale - np.array(after[0].logprobs))) > 0.1  # the weights really changed
+    finally:  # back to the checkpoint's weights, so the engine is as the fixture made it
+        vllm_engine.load_weights([(vllm_key(n), p.detach().clone()) for n, p in vlm.named_parameters()], version=2)
+    restored = vllm_engine.generate(prompts[:1], images[:1])
+    check_against(vlm, processor, restored, prompts[:1], images[:1])
+    assert before[0].prompt_ids == restored[0].prompt_ids
