@@ -91,8 +91,7 @@ class HFEngine:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.banned = banned_token_ids(self.tokenizer)
-        self.generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # HF sampling draws from the global generator
 
     @torch.no_grad()
     def generate(self, prompts: list[str], images: list[np.ndarray]) -> list[Generation]:
@@ -130,9 +129,13 @@ class HFEngine:
         from learner.policy_model import hf_key
 
         state = {hf_key(k): v for k, v in named}
-        missing, unexpected = self.vlm.load_state_dict(state, strict=False)
-        if unexpected or missing:
+        own = dict(self.vlm.named_parameters())
+        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+        if missing or unexpected:  # checked before copying anything: a bad payload must not half-load
             raise ValueError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        with torch.no_grad():
+            for name, tensor in state.items():
+                own[name].copy_(tensor)
 
 
 def make_engine(backend: str, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):

@@ -54,11 +54,11 @@ class RolloutActor:
     # ---- rollout ---------------------------------------------------------------------------------------------
     def collect(self, steps_per_env: int | None = None) -> dict[str, float]:
         """Step every env `steps_per_env` times; ship finished episodes to the store. Returns metrics."""
-        stats = Stats()
+        stats, before = Stats(), dict(self.counters)
         for _ in range(steps_per_env or self.cfg.steps_per_call):
             stats.finished.extend(episode for _, episode in self._step_all(self.slots, stats))
         self._ship(stats.finished)
-        return stats.metrics(self.version, self.counters)
+        return stats.metrics(self.version, {k: v - before[k] for k, v in self.counters.items()})
 
     def _step_all(self, slots: list[EnvSlot], stats: Stats, train: bool = True):
         """One batched generate for `slots`, then one env step each. Returns [(slot, finished episode steps)]."""

@@ -28,8 +28,8 @@ class EnvConfig:
     """Env copies per rollout actor; each step runs them all through one batched generate call."""
     seed: int = 0
     """Base of the training seeds; each episode is reset with a fresh seed derived from it."""
-    eval_seed: int = 10**9
-    """Base of the held-out evaluation seeds (training seeds stay far below it)."""
+    eval_seed: int = 10**12
+    """Base of the held-out evaluation seeds (training seeds stay below it; `validate` checks)."""
 
 
 @dataclass
@@ -172,6 +172,12 @@ class Config:
             problems.append("rollout.temperature must be > 0 (log-probs are taken at logits / T)")
         if min(self.rollout.num_actors, self.env.envs_per_actor, self.learner.world_size, self.run.total_updates) < 1:
             problems.append("num_actors, envs_per_actor, world_size and total_updates must be >= 1")
+        if self.env.envs_per_actor > 1000:
+            problems.append("env.envs_per_actor must be <= 1000 (each env owns a disjoint block of training seeds)")
+        if self.env.seed + self.rollout.num_actors * 1000 * 100_000 >= self.env.eval_seed:
+            problems.append("training seeds would reach env.eval_seed: raise eval_seed or lower seed/num_actors")
+        if self.run.eval_episodes < 1:
+            problems.append("run.eval_episodes must be >= 1")
         if problems:
             raise ValueError("invalid config:\n  " + "\n  ".join(problems))
         return self

@@ -61,7 +61,8 @@ def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[
         "rollout/return_mean": total.get("rollout/return_sum", 0.0) / episodes,
         "rollout/episodes": total.get("rollout/episodes", 0.0),
         "rollout/invalid_frac": total.get("rollout/invalid", 0.0) / max(steps, 1.0),
-        "rollout/env_failures": max((r.get("rollout/env_failures", 0.0) for r in results), default=0.0),
+        "rollout/env_failures": total.get("rollout/env_failures", 0.0),  # collect() reports per-call counts
+        "rollout/store_waits": total.get("rollout/store_waits", 0.0),
     }
 
 

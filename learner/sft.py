@@ -26,7 +26,7 @@ from envs.prompts import chat_prompt, task_prompt
 from learner.policy_model import ValueHead, build_processor, build_tiny_llava, build_tokenizer, save_policy
 
 log = logging.getLogger(__name__)
-SFT_SEED_BASE = 5 * 10**8  # demonstration episodes use their own seed range, apart from RL and evaluation
+SFT_SEED_BASE = 2 * 10**12  # demonstration episodes: above the evaluation seeds, apart from RL training
 
 
 def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True):

@@ -35,15 +35,15 @@ def collect_metrics(steps, tokens, episodes, successes, return_sum, invalid, env
         "rollout/return_sum": return_sum,
         "rollout/invalid": invalid,
         "rollout/policy_version": 1.0,
-        "rollout/env_failures": env_failures,  # a per-actor lifetime counter in collect()'s metrics
-        "rollout/store_waits": 0.0,
+        "rollout/env_failures": env_failures,  # counted during this collect() call
+        "rollout/store_waits": 1.0,
         "timing/collect_s": 2.0,
     }
 
 
 def test_summarize_reads_the_keys_collect_produces():
     produced = Stats().metrics(0, {"env_failures": 0, "store_waits": 0})
-    read = {"env_steps", "tokens", "episodes", "successes", "return_sum", "invalid", "env_failures"}
+    read = {"env_steps", "tokens", "episodes", "successes", "return_sum", "invalid", "env_failures", "store_waits"}
     assert {f"rollout/{k}" for k in read} <= produced.keys()
 
 
@@ -60,7 +60,8 @@ def test_summarize_rollouts_sums_calls_into_rates():
             "rollout/return_mean": 1.0 / 5.0,
             "rollout/episodes": 5.0,
             "rollout/invalid_frac": 6.0 / 20.0,
-            "rollout/env_failures": 1.0,
+            "rollout/env_failures": 1.0,  # summed over calls (and so over actors)
+            "rollout/store_waits": 2.0,
         }
     )
 
@@ -92,7 +93,7 @@ def test_evaluate_splits_held_out_seeds_and_weights_by_episodes(monkeypatch):
     cfg = tiny()
     cfg.run.eval_episodes = 5
     actors = [FakeActor(1.0, 1.0), FakeActor(0.0, -2.0)]
-    out = train.evaluate(System(store=None, actors=actors, learners=[]), cfg)
+    out = train.evaluate(System(store=None, actors=actors, learners=[], placement=None), cfg)
     seed = cfg.env.eval_seed
     assert actors[0].calls == [(3, seed)] and actors[1].calls == [(2, seed + 3)]  # disjoint held-out ranges
     assert out == pytest.approx(
@@ -100,7 +101,7 @@ def test_evaluate_splits_held_out_seeds_and_weights_by_episodes(monkeypatch):
     )
     cfg.run.eval_episodes = 1
     lone = [FakeActor(1.0, 1.0), FakeActor(0.0, 0.0)]
-    out = train.evaluate(System(store=None, actors=lone, learners=[]), cfg)
+    out = train.evaluate(System(store=None, actors=lone, learners=[], placement=None), cfg)
     assert lone[1].calls == [] and out["eval/episodes"] == 1.0 and out["eval/success"] == 1.0
 
 
