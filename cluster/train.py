@@ -67,7 +67,8 @@ def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("learner.sft").setLevel(logging.INFO)  # SFT progress shows while `make train` builds it
     cfg = parse_cli(argv)
     name = cfg.run.name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = pathlib.Path(cfg.run.out_dir) / name
