@@ -16,8 +16,14 @@ class TaskSpec:
     """EZPoints/Points24 parse "10" before single digits (spec §4)."""
 
 
+_NUMBERS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 TASKS = {
     "numberline": TaskSpec("numberline", "envs.numberline:NumberLineEnv", ("-", "+")),
+    "ezpoints": TaskSpec("ezpoints", "envs.ezpoints:EZPointsEnv", (*_NUMBERS, "+", "*", "="), ten_rule=True),
+    "points24": TaskSpec(
+        "points24", "envs.points24:Points24Env", (*_NUMBERS, "+", "-", "*", "/", "(", ")", "="), ten_rule=True
+    ),
+    "blackjack": TaskSpec("blackjack", "envs.blackjack:BlackjackEnv", ("stand", "hit")),
 }
 
 for _spec in TASKS.values():

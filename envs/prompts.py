@@ -24,10 +24,65 @@ NUMBERLINE_COT = (
 NUMBERLINE_ACTION_ONLY = NUMBERLINE_INTRO + '\n{\n "action": "-" or "+" \n}'
 
 
+BLACKJACK_INTRO = (
+    "You are a blackjack player. You are observing the current game state, you can choose between "
+    "['stand', 'hit']. Your response should be a valid json file in the following format: "
+)
+BLACKJACK_COT = (
+    BLACKJACK_INTRO + '\n{\n "thoughts": "{first describe your total points and the dealer\'s total points then '
+    'think about which action to choose}", \n"action": "stand" or "hit" \n}'
+)
+BLACKJACK_ACTION_ONLY = BLACKJACK_INTRO + '\n{\n "action": "stand" or "hit" \n}'
+
+# EZPoints and Points24 show the formula F = ''.join(tokens) twice. Their format block opens with "\{" and
+# closes with "\}": the paper's Python source wrote "\{", which keeps the backslash (spec §3).
+EZPOINTS_INTRO = "You are an expert card game player. You are observing two cards in the image. "
+EZPOINTS_CHOICES = "['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '+', '*', '=']"
+EZPOINTS_COT_FIELDS = (
+    ' "cards": [x, y], \n"current formula": {F}, \n"thoughts": {First check whether the current formula \'z\' '
+    "is complete. If the current formula 'z' is complete, output '='. Otherwise consider which number or "
+    "operator should be appended to the current formula to make it equal 12.} \n"
+)
+POINTS24_INTRO = "You are an expert 24 points card game player. You are observing thee four cards in the image. "
+POINTS24_CHOICES = "['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '+', '-', '*', '/', '(', ')', '=']"
+POINTS24_COT_FIELDS = (
+    ' "cards": [x, y, z, w], \n"current formula": {F}, \n"thoughts": {First check whether the current formula '
+    "equals 24. If the current formula equals 24, output '='. Otherwise consider which number or operator "
+    "should be appended to the current formula to make it equal 24.} \n"
+)
+FORMULA_ACTION = '"action": "{number}" or "{operator}" \n \\}'
+
+
+def formula_prompt(intro: str, choices: str, target: int, cot_fields: str, formula: str, cot: bool) -> str:
+    """EZPoints/Points24 prompt for the current formula text; `{F}` in `cot_fields` becomes the formula."""
+    qs = (
+        f"{intro}You are observing the current formula: {formula}. You can choose between {choices}. "
+        "The number or operator you choose will be appended to the current formula. "
+        "Note that 'J', 'Q', and 'K' count as '10'. "
+        f"Your goal is to output a formula that evaluates to {target}, and each number can only be used once. "
+        "Your response should be a valid json file in the following format: \\{\n"
+    )
+    if cot:
+        # split/join rather than str.format: the fields contain literal braces
+        qs += formula.join(cot_fields.split("{F}"))
+    return qs + FORMULA_ACTION
+
+
+def formula_text(info: dict | None) -> str:
+    """The paper's F: the tokens joined with nothing (invalid-card markers show as spaces); '' before a deal."""
+    return "".join(str(token) for token in (info or {}).get("formula", ()))
+
+
 def task_prompt(task: str, info: dict, cot: bool = True) -> str:
     """The paper's question text `qs` for `task` given the env's latest info."""
     if task == "numberline":
         return NUMBERLINE_COT if cot else NUMBERLINE_ACTION_ONLY
+    if task == "blackjack":
+        return BLACKJACK_COT if cot else BLACKJACK_ACTION_ONLY
+    if task == "ezpoints":
+        return formula_prompt(EZPOINTS_INTRO, EZPOINTS_CHOICES, 12, EZPOINTS_COT_FIELDS, formula_text(info), cot)
+    if task == "points24":
+        return formula_prompt(POINTS24_INTRO, POINTS24_CHOICES, 24, POINTS24_COT_FIELDS, formula_text(info), cot)
     raise KeyError(f"no prompt for task {task!r}")
 
 
