@@ -113,6 +113,10 @@ class RolloutActor:
             slot.seed = base + slot.episodes
             slot.episodes += 1
         slot.steps = []
+        # The next prompt is built from this reset's info, so a new EZPoints/Points24 episode's first prompt
+        # shows its own empty formula. The paper's SB3 vector env auto-resets inside step() and its prompt kept
+        # the finished episode's last info (the old formula next to the new deal); we deliberately do not
+        # reproduce that quirk: prompt and image always describe the same state.
         slot.obs, slot.info = slot.env.reset(seed=slot.seed)
 
     def _ship(self, episodes: list[list[StepRecord]]) -> None:

@@ -20,8 +20,8 @@ from learner.policy_model import TinyVLMShape
 
 @dataclass
 class EnvConfig:
-    task: Literal["numberline"] = "numberline"
-    """Which gym_cards task to train on."""
+    task: Literal["numberline", "ezpoints", "points24", "blackjack"] = "numberline"
+    """Which gym_cards task to train on (each has a preset of the same name with its own checkpoint)."""
     cot: bool = True
     """Chain-of-thought prompt (paper) or the action-only prompt (the "w/o CoT" ablation)."""
     envs_per_actor: int = 16
@@ -191,6 +191,53 @@ def numberline() -> Config:
     return Config()
 
 
+def _card_task(task: str, max_new_tokens: int, samples: int, vision_steps: int) -> Config:
+    """A card task with the embedded tiny VLM: NumberLine's settings except where the task needs others.
+
+    Kept from NumberLine: λ (ppo.cot_coef) 0.5, the paper's gym_cards value, and 256 env steps per update. The
+    paper collected 1024 (EZPoints, Points24) and 512 (Blackjack) per update; at our ~8 env steps/s (README)
+    25 updates of 1024 would need ~55 min of rollout alone, past run.time_budget_min, so the cosine schedule
+    would never finish. max_new_tokens is the longest expert answer in the task's tokenizer (measured over
+    SFT demonstrations at noise 0, 0.45 and 1) plus ~40 %, as NumberLine's 96 is for its 56.
+    """
+    cfg = Config()
+    cfg.env.task = task
+    cfg.model.path = f"checkpoints/{task}-sft"  # each task has its own tokenizer and model
+    cfg.rollout.max_new_tokens = max_new_tokens
+    cfg.sft.samples = samples
+    cfg.sft.vision_steps = vision_steps  # ~0.1 s a step
+    return cfg
+
+
+def ezpoints() -> Config:
+    """EZPoints. Expert CoT answers are at most 91 tokens in its tokenizer (73 on average; 13 action-only).
+
+    SFT: 5000 samples x 2 epochs = 312 steps of ~1.2 s (prompt + answer ~390 tokens, 1.45x NumberLine's), plus
+    per-frame image processing (nearly every card frame is distinct): ~8 min on 2 cores, NumberLine ~5.
+    Vision pre-training read both ranks perfectly within 200 steps (measured), NumberLine's default.
+    """
+    return _card_task("ezpoints", max_new_tokens=128, samples=5000, vision_steps=200)
+
+
+def points24() -> Config:
+    """Points24. Expert CoT answers are at most 125 tokens (96 on average; the formula is quoted twice).
+
+    SFT as EZPoints (sequences ~430 tokens, ~1.1 s a step, plus the solver for every demonstration): ~8 min.
+    Vision pre-training: four small cards read at 0.92 after 200 steps (measured), so twice that.
+    """
+    return _card_task("points24", max_new_tokens=176, samples=5000, vision_steps=400)
+
+
+def blackjack() -> Config:
+    """Blackjack. Expert CoT answers are at most 82 tokens (71 on average).
+
+    SFT as NumberLine (8000 x 2 epochs): its sequences (~250 tokens) are no longer than NumberLine's (~270).
+    Vision pre-training sat at chance for ~300 steps, then read the cards (0.96-1.0 per card at 500, the
+    player's total 0.46 and rising; measured): 1000 steps, ~1.5 min more than NumberLine, ~6.5 min in all.
+    """
+    return _card_task("blackjack", max_new_tokens=128, samples=SFTConfig.samples, vision_steps=1000)
+
+
 def tiny() -> Config:
     """Seconds-scale settings for tests: a few envs, short responses, tiny updates."""
     cfg = Config()
@@ -211,6 +258,9 @@ def tiny() -> Config:
 
 PRESETS = {
     "numberline": ("NumberLine, embedded tiny VLM, SFT then PPO (the `make train` default).", numberline()),
+    "ezpoints": ("EZPoints (two cards, formula = 12), embedded tiny VLM, SFT then PPO.", ezpoints()),
+    "points24": ("Points24 (four cards, formula = 24), embedded tiny VLM, SFT then PPO.", points24()),
+    "blackjack": ("Blackjack against the dealer, embedded tiny VLM, SFT then PPO.", blackjack()),
     "tiny": ("A seconds-scale run for tests and smoke checks.", tiny()),
 }
 

@@ -8,20 +8,26 @@ and the paper's sampling temperature 0.2 sharpens that, so SFT success lands wel
 push the action distribution the rest of the way (numbers on issue 2 and in the README).
 
 The card tasks (EZPoints, Points24, Blackjack; the section below) follow the same recipe with the formula
-solvers and Blackjack basic strategy of envs/solvers.py as experts.
+solvers and Blackjack basic strategy of envs/solvers.py as experts. `EXPERTS` at the end is the per-task table
+the SFT warm start reads (expert, answer writer, perception labels, tokenizer corpus).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from envs import make_env
 from envs.blackjack import ACTION_NAMES as BLACKJACK_ACTIONS
+from envs.cards import RANK_LABELS
 from envs.ezpoints import ACTION_NAMES as EZPOINTS_ACTIONS
 from envs.ezpoints import MAX_LEN as EZPOINTS_MAX_LEN
 from envs.points24 import ACTION_NAMES as POINTS24_ACTIONS
 from envs.points24 import MAX_LEN as POINTS24_MAX_LEN
+from envs.prompts import chat_prompt, task_prompt
 from envs.solvers import EZPOINTS_OPS, POINTS24_OPS, basic_strategy, continuation, is_solved, next_formula_token
 
 
@@ -180,3 +186,111 @@ def blackjack_response(info: dict, action: int, cot: bool = True) -> str:
     if not cot:
         return _action_only(name)
     return f' {{\n "thoughts": {json.dumps(_blackjack_thoughts(info))}, \n"action": "{name}" \n}}'
+
+
+# ---- the per-task table the SFT warm start reads (learner/sft.py) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskExpert:
+    """Everything SFT needs to know about one task, so learner/sft.py has no per-task branches."""
+
+    noisy_action: Callable[[dict, float, np.random.Generator], int]
+    """The demonstration's action: the expert's with probability 1 - noise (state-independent)."""
+    response: Callable[[dict, int, bool], str]
+    """(info, action, cot) -> the answer text for that state and action."""
+    labels: Callable[[dict], list[int]]
+    """What the image shows, one class index per slot: the targets of the vision tower's pre-training."""
+    label_classes: tuple[int, ...]
+    """How many classes each slot of `labels` has (fixed, so a sample that misses a rank cannot shrink a head)."""
+    corpus: Callable[[], list[str]]
+    """Every string the task's prompts and answers are made of: the tokenizer's BPE training text."""
+
+
+_RANKS = {label: rank for rank, label in RANK_LABELS.items()} | {str(r): r for r in range(2, 11)}
+RANK_CLASSES = 13
+NO_CARD = RANK_CLASSES  # the class of an empty Blackjack card slot
+BLACKJACK_VISIBLE_CARDS = 4  # the fifth player card is drawn off the canvas (envs/blackjack.py)
+BLACKJACK_MAX_SUM = 21  # demonstrations are pre-action states: a busted hand has already ended its episode
+
+
+def _rank_class(label: str) -> int:
+    """Card rank label "A".."K" -> class 0..12 (the rank, not the value: J, Q, K and 10 look different)."""
+    return _RANKS[label] - 1
+
+
+def _card_labels(info: dict) -> list[int]:
+    return [_rank_class(rank) for rank, _ in info["cards"]]
+
+
+def _blackjack_labels(info: dict) -> list[int]:
+    """Dealer's up-card, the player's visible cards (NO_CARD when fewer) and the player's total.
+
+    The total is what the CoT must state. With five or more cards (rare) it includes cards the frame does not
+    show, as the answer writer's card list does: the image then cannot tell, and such a label is noise.
+    """
+    player = [_rank_class(rank) for rank, _ in info["player_hand"][:BLACKJACK_VISIBLE_CARDS]]
+    player += [NO_CARD] * (BLACKJACK_VISIBLE_CARDS - len(player))
+    return [_rank_class(info["dealer_hand"][0][0]), *player, info["player_sum"]]
+
+
+def _numberline_corpus() -> list[str]:
+    """Both prompts and every answer over all states and actions (NumberLine has only 6 x 6 states).
+
+    Kept exactly as it was before the card tasks existed: the measured NumberLine runs used this tokenizer.
+    """
+    texts = [chat_prompt(task_prompt("numberline", {}, cot)) for cot in (True, False)]
+    for c in range(6):
+        for t in range(6):
+            for a in (0, 1):
+                for cot in (True, False):
+                    texts.append(numberline_response({"current": c, "target": t}, a, cot))
+    return texts * 4
+
+
+CORPUS_SEED_BASE = 3 * 10**12
+"""Corpus episodes: apart from training (< 1e12), evaluation (1e12..) and SFT demonstration (2e12..) seeds."""
+CORPUS_EPISODES = 300
+CORPUS_NOISE = (0.0, 0.45, 1.0)
+"""Expert, SFT-like and almost-random play: RL shows the model formulas no expert writes (wrong numbers,
+invalid-card markers, formulas up to the length cap), so the prompts carrying them belong in the corpus too."""
+
+
+def _episode_corpus(task: str, episodes: int = CORPUS_EPISODES) -> list[str]:
+    """The card tasks' states cannot be enumerated: every prompt (CoT and action-only) and answer of
+    `episodes` seeded episodes played at the noise levels of CORPUS_NOISE in turn."""
+    expert, env, rng, texts = EXPERTS[task], make_env(task), np.random.default_rng(0), []
+    for episode in range(episodes):
+        _, info = env.reset(seed=CORPUS_SEED_BASE + episode)
+        noise, done = CORPUS_NOISE[episode % len(CORPUS_NOISE)], False
+        while not done:
+            action = expert.noisy_action(info, noise, rng)
+            for cot in (True, False):
+                texts += [chat_prompt(task_prompt(task, info, cot)), expert.response(info, action, cot)]
+            _, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+    return texts
+
+
+EXPERTS = {
+    "numberline": TaskExpert(
+        noisy_numberline_action,
+        numberline_response,
+        lambda info: [info["current"], info["target"]],
+        (6, 6),
+        _numberline_corpus,
+    ),
+    "ezpoints": TaskExpert(
+        noisy_ezpoints_action, ezpoints_response, _card_labels, (RANK_CLASSES,) * 2, lambda: _episode_corpus("ezpoints")
+    ),
+    "points24": TaskExpert(
+        noisy_points24_action, points24_response, _card_labels, (RANK_CLASSES,) * 4, lambda: _episode_corpus("points24")
+    ),
+    "blackjack": TaskExpert(
+        noisy_blackjack_action,
+        blackjack_response,
+        _blackjack_labels,
+        (RANK_CLASSES, *(RANK_CLASSES + 1,) * BLACKJACK_VISIBLE_CARDS, BLACKJACK_MAX_SUM + 1),
+        lambda: _episode_corpus("blackjack"),
+    ),
+}

@@ -1,6 +1,6 @@
 """SFT warm start: build the embedded tiny VLM offline and fine-tune it on env-generated CoT demonstrations.
 
-    python -m learner.sft --out checkpoints/numberline-sft      (make train runs this when the checkpoint is missing)
+    python -m learner.sft --task ezpoints     (-> checkpoints/ezpoints-sft; make train builds it when missing)
 
 Demonstrations come from episodes played by a noisy expert (envs/experts.py): the image is read correctly in
 the CoT, the action is wrong with probability `action_noise`. The loss covers response tokens only.
@@ -9,11 +9,13 @@ the CoT, the action is wrong with probability `action_noise`. The loss covers re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
 import pathlib
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ from PIL import Image
 
 from cluster.config import ModelConfig, SFTConfig
 from envs import make_env
-from envs.experts import noisy_numberline_action, numberline_response
+from envs.experts import EXPERTS, TaskExpert
 from envs.prompts import chat_prompt, task_prompt
 from learner.policy_model import ValueHead, build_processor, build_tiny_llava, build_tokenizer, save_policy
 
@@ -30,28 +32,40 @@ SFT_SEED_BASE = 2 * 10**12  # demonstration episodes: above the evaluation seeds
 
 
 def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True):
-    """`n` (image, prompt, response, info) tuples from noisy-expert episodes."""
-    if task != "numberline":
-        raise NotImplementedError(f"no SFT expert for {task!r} yet")
+    """`n` (image, prompt, response, info) tuples from noisy-expert episodes.
+
+    The prompt is built from the info the image was rendered with, so EZPoints/Points24 prompts show the
+    formula of that very step (an episode's first prompt shows its own empty formula).
+    """
+    expert = _expert(task)
     env, rng, out, episode = make_env(task), np.random.default_rng(seed), [], 0
     while len(out) < n:
         obs, info = env.reset(seed=SFT_SEED_BASE + seed * 10**6 + episode)
         episode += 1
         done = False
         while not done and len(out) < n:
-            action = noisy_numberline_action(info, noise, rng)
-            prompt, response = chat_prompt(task_prompt(task, info, cot)), numberline_response(info, action, cot)
+            action = expert.noisy_action(info, noise, rng)
+            prompt, response = chat_prompt(task_prompt(task, info, cot)), expert.response(info, action, cot)
             out.append((obs, prompt, response, dict(info)))
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
     return out
 
 
+def _expert(task: str) -> TaskExpert:
+    if task not in EXPERTS:
+        raise NotImplementedError(f"no SFT expert for {task!r}; known: {sorted(EXPERTS)}")
+    return EXPERTS[task]
+
+
 def perception_labels(task: str, info: dict) -> list[int]:
-    """The symbolic state an image shows, as class labels (NumberLine: current and target, 0..5)."""
-    if task != "numberline":
-        raise NotImplementedError(task)
-    return [info["current"], info["target"]]
+    """The symbolic state an image shows, one class label per slot (NumberLine: current and target, 0..5)."""
+    return _expert(task).labels(info)
+
+
+def perception_classes(task: str) -> tuple[int, ...]:
+    """Number of classes of each slot of `perception_labels`."""
+    return _expert(task).label_classes
 
 
 def frame_statistics(frames: list[np.ndarray], max_frames: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -60,27 +74,38 @@ def frame_statistics(frames: list[np.ndarray], max_frames: int = 512) -> tuple[n
     return sample.mean(axis=0), np.maximum(sample.std(axis=0), 1e-3)
 
 
-def pretrain_vision(vlm, frames: list[torch.Tensor], labels: list[list[int]], steps: int, seed: int) -> float:
+def pretrain_vision(
+    vlm, frames: list[torch.Tensor], labels: list[list[int]], num_classes: Sequence[int], steps: int, seed: int
+) -> float:
     """Supervised pre-training of the randomly initialised CLIP tower on the env's own frames.
 
     Stands in for CLIP's image-text pre-training, which a hub checkpoint brings and ours cannot: linear heads
     read the state from the MEAN of the patch features the LLM will see, so every image token learns to carry
-    it, before SFT asks the LLM to route that information into its answer. Returns the final training accuracy.
+    it, before SFT asks the LLM to route that information into its answer. `num_classes[s]` is slot s's class
+    count (given, not inferred from the labels: a sample that misses the top class must not shrink the head).
+    Returns the final training accuracy.
     """
     tower = vlm.model.vision_tower
     hidden = tower.config.hidden_size
-    num_slots, num_classes = len(labels[0]), max(max(x) for x in labels) + 1
-    heads = torch.nn.Linear(hidden, num_slots * num_classes)
+    num_slots, width = len(num_classes), max(num_classes)
+    # One head of num_slots x width logits; classes a slot does not have are masked out of its softmax.
+    # With equal class counts (NumberLine) the mask is empty and this is the plain per-slot softmax.
+    invalid = torch.arange(width)[None, :] >= torch.tensor(num_classes)[:, None]  # (slots, width)
+    heads = torch.nn.Linear(hidden, num_slots * width)
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     x_all, y_all = torch.stack(frames), torch.tensor(labels)  # (N, 3, H, W), (N, slots)
+    if y_all.shape[1] != num_slots or bool((y_all < 0).any()) or bool((y_all >= torch.tensor(num_classes)).any()):
+        raise ValueError(f"perception labels outside their classes {tuple(num_classes)}")
     gen, accs = torch.Generator().manual_seed(seed), []
     tower.train()
     for _ in range(steps):
         idx = torch.randint(0, len(frames), (64,), generator=gen)
         feats = tower(pixel_values=x_all[idx], output_hidden_states=True).hidden_states[-1][:, 1:]  # drop CLS
-        logits = heads(feats.mean(1)).view(-1, num_slots, num_classes)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, num_classes), y_all[idx].reshape(-1))
+        logits = heads(feats.mean(1)).view(-1, num_slots, width)
+        if invalid.any():
+            logits = logits.masked_fill(invalid, float("-inf"))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, width), y_all[idx].reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -90,13 +115,7 @@ def pretrain_vision(vlm, frames: list[torch.Tensor], labels: list[list[int]], st
 
 def tokenizer_corpus(task: str) -> list[str]:
     """Every string the task's prompts and answers are made of (the BPE merges are learned from these)."""
-    texts = [chat_prompt(task_prompt(task, {}, cot)) for cot in (True, False)]
-    for c in range(6):
-        for t in range(6):
-            for a in (0, 1):
-                for cot in (True, False):
-                    texts.append(numberline_response({"current": c, "target": t}, a, cot))
-    return texts * 4
+    return _expert(task).corpus()
 
 
 def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, cot: bool = True) -> dict:
@@ -107,7 +126,7 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
     demos = demonstrations(task, cfg.samples, cfg.action_noise, cfg.seed, cot)
     mean, std = frame_statistics([img for img, *_ in demos])
     processor = build_processor(tokenizer, model_cfg.shape, mean, std)
-    pixel_cache: dict[bytes, torch.Tensor] = {}  # NumberLine has few distinct frames: process each once
+    pixel_cache: dict[bytes, torch.Tensor] = {}  # repeated frames (NumberLine has 30) are processed once
 
     def pixels(img: np.ndarray) -> torch.Tensor:
         key = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
@@ -130,10 +149,11 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
     ]
     unique = {id(x): (x, perception_labels(task, info)) for (x, _, _), (*_, info) in zip(examples, demos)}
     frames, labels = zip(*unique.values())  # each distinct frame once (the pixel cache shares tensors)
-    vision_acc = pretrain_vision(vlm, list(frames), list(labels), cfg.vision_steps, cfg.seed)
+    vision_acc = pretrain_vision(vlm, list(frames), list(labels), perception_classes(task), cfg.vision_steps, cfg.seed)
     log.info("vision pre-training: %d steps, state accuracy %.3f", cfg.vision_steps, vision_acc)
-    # The first two digits of an answer are its reading of the image (current, target): their teacher-forced
-    # accuracy tells whether the vision path learned anything, which the loss alone hides.
+    # The first two digits of an answer are its reading of the image (NumberLine: current and target; the card
+    # tasks: the first card values, Blackjack's player cards or total): their teacher-forced accuracy tells
+    # whether the vision path learned anything, which the loss alone hides.
     digit_ids = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
     steps = cfg.epochs * (len(examples) // cfg.batch_size)
     opt = torch.optim.AdamW(vlm.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -197,26 +217,34 @@ def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float
     return hits / max(total, 1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from cluster.config import PRESETS
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="numberline")
-    parser.add_argument("--out", default="checkpoints/numberline-sft")
-    parser.add_argument("--samples", type=int, default=SFTConfig.samples)
-    parser.add_argument("--epochs", type=int, default=SFTConfig.epochs)
-    parser.add_argument("--action-noise", type=float, default=SFTConfig.action_noise)
-    parser.add_argument("--lr", type=float, default=SFTConfig.lr)
-    parser.add_argument("--vision-steps", type=int, default=SFTConfig.vision_steps)
-    args = parser.parse_args()
-    cfg = SFTConfig(
-        samples=args.samples,
-        epochs=args.epochs,
-        action_noise=args.action_noise,
-        lr=args.lr,
-        vision_steps=args.vision_steps,
-    )
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    train_sft(args.task, args.out, ModelConfig(), cfg)
+    parser.add_argument("--task", default="numberline", choices=sorted(EXPERTS))
+    parser.add_argument("--out", default=None, help="default: the task preset's model.path")
+    # Unset knobs take the task preset's values (cluster/config.py), so `make sft` builds what `make train` would.
+    for name, kind in (("samples", int), ("epochs", int), ("action-noise", float), ("lr", float)):
+        parser.add_argument(f"--{name}", type=kind, default=None)
+    parser.add_argument("--vision-steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.task][1]
+    overrides = {
+        k: v
+        for k, v in {
+            "samples": args.samples,
+            "epochs": args.epochs,
+            "action_noise": args.action_noise,
+            "lr": args.lr,
+            "vision_steps": args.vision_steps,
+        }.items()
+        if v is not None
+    }
+    cfg = dataclasses.replace(preset.sft, **overrides)
+    out = args.out or preset.model.path
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    train_sft(args.task, out, preset.model, cfg, cot=preset.env.cot)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,24 @@ def ray_cluster():
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op torch thread per test module: faster on a busy 2-core host and gentler to whatever else
+    runs there (vLLM's CPU worker replaces set_num_threads with a no-op, so restore the count afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def store():
+    """An in-process replay store large enough never to refuse a chunk."""
+    from actors.replay_store import ReplayStore
+    from cluster.config import ReplayConfig
+
+    return ReplayStore(ReplayConfig(capacity_steps=10_000))

@@ -10,7 +10,7 @@ import pytest
 from cluster.config import PRESETS, Config, numberline, parse_cli, tiny
 
 
-@pytest.mark.parametrize("name", ["numberline", "tiny"])
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_validate(name):
     _, cfg = PRESETS[name]
     assert isinstance(cfg, Config)
@@ -43,6 +43,13 @@ def test_parse_cli_preset_only_and_no_leak_between_calls():
     assert PRESETS["tiny"][1].ppo.lr == default_lr
     nl = parse_cli(["numberline", "--run.mode", "sync"])
     assert nl.run.mode == "sync" and nl.ppo.steps_per_update == numberline().ppo.steps_per_update
+
+
+@pytest.mark.parametrize("task", ["ezpoints", "points24", "blackjack"])
+def test_card_task_presets_from_the_cli(task):
+    cfg = parse_cli([task])  # what `make train TASK=<task>` runs
+    assert cfg.env.task == task and cfg.model.path == f"checkpoints/{task}-sft"
+    assert parse_cli(["tiny", "--env.task", task]).env.task == task
 
 
 def test_parse_cli_rejects_bad_choice():

@@ -22,14 +22,6 @@ from learner.policy_model import load_policy, vllm_key
 T, MAX_NEW = 0.2, 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def batch():
     """Two prompts of different lengths (left padding in the HF batch) on two different env frames."""
     env = make_env("numberline")

@@ -31,15 +31,6 @@ from learner.sft import tokenizer_corpus
 SHAPE = TinyVLMShape()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: faster on a busy 2-core host and gentler to whatever else runs there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return build_tokenizer(tokenizer_corpus("numberline"), SHAPE.vocab_size)

@@ -10,32 +10,17 @@ import pathlib
 from collections import defaultdict
 
 import numpy as np
-import pytest
-import torch
 
 from actors import rollout_actor
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
-from cluster.config import EnvConfig, ReplayConfig, RolloutConfig
+from cluster.config import EnvConfig, RolloutConfig
 from cluster.schema import StepRecord, decode_png, from_table
 from envs import make_env
 from envs.parsing import parse_action
 
 ENVS, STEPS = 3, 3
 STATUSES = {"ok", "no_match", "ambiguous", "not_text"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def store():
-    return ReplayStore(ReplayConfig(capacity_steps=10_000))
 
 
 def make_actor(model_path, store=None, actor_id=0, envs=ENVS) -> RolloutActor:

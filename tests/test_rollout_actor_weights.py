@@ -8,24 +8,11 @@ import torch
 
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
-from cluster.config import EnvConfig, ReplayConfig, RolloutConfig
+from cluster.config import EnvConfig, RolloutConfig
 from cluster.schema import StepRecord, WeightsPayload, from_table
 from learner.policy_model import vllm_key
 
 ENVS = 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def store():
-    return ReplayStore(ReplayConfig(capacity_steps=10_000))
 
 
 def make_actor(model_path, store=None) -> RolloutActor:

@@ -7,7 +7,6 @@ import math
 from types import SimpleNamespace
 
 import pytest
-import torch
 from PIL import Image
 
 from actors.rollout_actor import Stats
@@ -16,14 +15,6 @@ from cluster.config import tiny
 from cluster.launch import System
 from cluster.metrics import RunLogger, plot_curve
 from cluster.train import print_table, summarize_rollouts
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def collect_metrics(steps, tokens, episodes, successes, return_sum, invalid, env_failures=0.0) -> dict[str, float]:
