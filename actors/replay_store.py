@@ -56,10 +56,10 @@ class ReplayStore:
         dropped = self.num_steps - sum(e.num_rows for e in fresh)
         self.episodes, self.num_steps = fresh, self.num_steps - dropped
         self.counters["dropped_stale_steps"] += dropped
-        if self.num_steps < min_steps:
+        if self.num_steps < min_steps or len(self.episodes) < num_shards:  # no learner rank may get an empty shard
             return None
         picked, count = [], 0
-        while count < min_steps:
+        while count < min_steps or len(picked) < num_shards:
             episode = self.episodes.popleft()
             picked.append(episode)
             count += episode.num_rows
@@ -71,7 +71,7 @@ class ReplayStore:
             k = sizes.index(min(sizes))
             shards[k].append(episode)
             sizes[k] += episode.num_rows
-        tables = [pa.concat_tables(s) if s else picked[0].schema.empty_table() for s in shards]
+        tables = [pa.concat_tables(s) for s in shards]
         return _maybe_put(tables)
 
     def stats(self) -> dict[str, float]:

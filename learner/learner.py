@@ -116,10 +116,16 @@ class LearnerWorker:
         # 1. Proximal pass: values and log-probs under the weights this update starts from.
         self.engine.eval()
         old_logp, old_values, behav_logp = torch.zeros(n), torch.zeros(n), torch.zeros(n)
+        # Under ZeRO-3 every forward is collective, so all ranks run the same number of them: a rank with a
+        # smaller shard repeats its last micro-batch and discards the result.
+        num_batches = int(self._all_reduce([math.ceil(n / mb)], dist.ReduceOp.MAX)[0])
         with torch.no_grad():
-            for i in range(0, n, mb):
+            for k in range(num_batches):
+                i = min(k, math.ceil(n / mb) - 1) * mb
                 batch = collate(samples[i : i + mb], self.processor.image_processor, self.pad_id)
                 seq, val, _ = self._score(batch)
+                if k * mb >= n:
+                    continue
                 old_logp[i : i + mb], old_values[i : i + mb] = seq, val
                 behav_logp[i : i + mb] = ppo.scaled_sequence_logprob(
                     batch["behaviour_logprobs"], batch["response_mask"], batch["action_start"], cfg.cot_coef

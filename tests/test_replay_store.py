@@ -163,14 +163,6 @@ def test_two_shards_balanced_never_split():
     assert sorted(seen) == sorted(lengths)  # every episode in exactly one shard
 
 
-def test_more_shards_than_episodes_gives_empty_tables():
-    s = store()
-    s.add(episodes([3]))
-    shards = s.take(min_steps=3, learner_version=0, num_shards=2)
-    assert sorted(t.num_rows for t in shards) == [0, 3]
-    assert all(t.schema == STEP_SCHEMA for t in shards)
-
-
 def test_spill_dir_writes_readable_parquet(tmp_path):
     spill = tmp_path / "spill"
     s = store(spill_dir=str(spill), capacity_steps=5)
@@ -198,3 +190,12 @@ def test_stats_keys_and_values():
     assert all(isinstance(v, float) for v in st.values())
     assert st["replay/added_steps"] == 3.0 and st["replay/refused_chunks"] == 1.0
     assert st["replay/depth_steps"] == 3.0 and st["replay/depth_episodes"] == 1.0
+
+
+def test_every_shard_gets_an_episode():
+    s = store(capacity_steps=100)
+    s.add(episodes([5], prefix="a"))
+    assert s.take(1, learner_version=0, num_shards=2) is None  # one episode cannot feed two ranks
+    s.add(episodes([2], prefix="b"))
+    shards = s.take(1, learner_version=0, num_shards=2)
+    assert sorted(t.num_rows for t in shards) == [2, 5]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from cluster.config import tiny
@@ -23,6 +24,15 @@ def _prompt_and_image():
 
     obs, info = make_env("numberline").reset(seed=123)
     return chat_prompt(task_prompt("numberline", info)), obs
+
+
+def _uneven_split(table):
+    """One episode for rank 0, all the others for rank 1."""
+    import pyarrow.compute as pc
+
+    first = table.column("episode_id")[0]
+    mask = pc.equal(table.column("episode_id"), first)
+    return [table.filter(mask), table.filter(pc.invert(mask))]
 
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
@@ -43,11 +53,13 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
     before = ray.get(system.actors[0].score.remote(prompt, image))
 
     version = 0
-    for _ in range(2):
+    for update in range(2):
         shards = None
         while shards is None:
             ray.get(system.actors[0].collect.remote())
             shards = ray.get(system.store.take.remote(cfg.ppo.steps_per_update, version, 2))
+        if update == 1:  # uneven shards: ranks must still run the same number of (ZeRO-3 collective) forwards
+            shards = _uneven_split(pa.concat_tables(ray.get(shards)))
         metrics = ray.get([l.train.remote(s, version) for l, s in zip(system.learners, shards)])
         assert all(np.isfinite(m["learner/policy_loss"]) and m["learner/samples"] > 0 for m in metrics)
         version += 1
