@@ -70,3 +70,32 @@ def store():
     from cluster.config import ReplayConfig
 
     return ReplayStore(ReplayConfig(capacity_steps=10_000))
+
+
+@pytest.fixture
+def assert_same_seed_same_rollout():
+    """Check that an env replays identically from one seed: observations, infos, rewards and end flags,
+    across auto-resets. Call it as `assert_same_seed_same_rollout(EnvClass, seed, actions)`."""
+    import copy
+
+    import numpy as np
+
+    def rollout(env_cls, seed, actions):
+        env = env_cls()
+        obs, info = env.reset(seed=seed)
+        out = [(obs, copy.deepcopy(info), 0.0, False, False)]
+        for a in actions:
+            obs, r, term, trunc, info = env.step(a)
+            out.append((obs, copy.deepcopy(info), r, term, trunc))
+            if term or trunc:
+                obs, info = env.reset()
+                out.append((obs, copy.deepcopy(info), 0.0, False, False))
+        return out
+
+    def check(env_cls, seed, actions):
+        a, b = rollout(env_cls, seed, actions), rollout(env_cls, seed, actions)
+        for (obs_a, *rest_a), (obs_b, *rest_b) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(obs_a, obs_b)
+            assert rest_a == rest_b
+
+    return check

@@ -37,23 +37,8 @@ def test_spaces_and_registry():
     assert isinstance(make_env("blackjack"), BlackjackEnv)
 
 
-def test_same_seed_same_rollout():
-    actions = [HIT, HIT, STAND, HIT, STAND, STAND, HIT, HIT, HIT, STAND] * 3
-
-    def rollout(seed):
-        env = BlackjackEnv()
-        obs, info = env.reset(seed=seed)
-        out = [(obs, info, 0.0, False)]
-        for a in actions:
-            obs, r, term, _, info = env.step(a)
-            out.append((obs, info, r, term))
-            if term:
-                out.append((*env.reset(), 0.0, False))
-        return out
-
-    for (oa, *ra), (ob, *rb) in zip(rollout(5), rollout(5), strict=True):
-        np.testing.assert_array_equal(oa, ob)
-        assert ra == rb
+def test_same_seed_same_rollout(assert_same_seed_same_rollout):
+    assert_same_seed_same_rollout(BlackjackEnv, 5, [HIT, HIT, STAND, HIT, STAND, STAND, HIT, HIT, HIT, STAND] * 3)
     hands = {str(BlackjackEnv().reset(seed=s)[1]["player_hand"]) for s in range(30)}
     assert len(hands) > 20
 

@@ -42,26 +42,9 @@ def test_spaces():
     assert NumberLineEnv.action_names == ("-", "+")
 
 
-def test_same_seed_gives_identical_rollouts():
+def test_same_seed_gives_identical_rollouts(assert_same_seed_same_rollout):
     actions = [PLUS, MINUS, PLUS, PLUS, MINUS, MINUS, PLUS, PLUS, PLUS, MINUS, PLUS, PLUS]
-
-    def rollout(seed):
-        env = NumberLineEnv()
-        obs, info = env.reset(seed=seed)
-        out = [(obs, dict(info), 0.0, False, False)]
-        for a in actions:
-            obs, r, term, trunc, info = env.step(a)
-            out.append((obs, dict(info), r, term, trunc))
-            if term or trunc:
-                obs, info = env.reset()
-                out.append((obs, dict(info), 0.0, False, False))
-        return out
-
-    a, b = rollout(1234), rollout(1234)
-    assert len(a) == len(b)
-    for (oa, ia, ra, ta, ua), (ob, ib, rb, tb, ub) in zip(a, b):
-        np.testing.assert_array_equal(oa, ob)
-        assert ia == ib and ra == rb and ta == tb and ua == ub
+    assert_same_seed_same_rollout(NumberLineEnv, 1234, actions)
     # different seeds should not all give the same start (sanity that the seed is used)
     starts = {tuple(NumberLineEnv().reset(seed=s)[1].values()) for s in range(30)}
     assert len(starts) > 5
