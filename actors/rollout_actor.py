@@ -131,23 +131,30 @@ class RolloutActor:
     def evaluate(self, num_episodes: int, seed_base: int) -> dict[str, float]:
         """Run `num_episodes` on held-out seeds with the current weights; nothing goes to the store."""
         stats = Stats()
-        returns, pending = [], list(range(num_episodes))
+        returns, solvable, pending = [], [], list(range(num_episodes))
         slots: list[EnvSlot] = []
+        deal_solvable: dict[int, bool] = {}  # per slot, read at reset: the slot's info changes once it finishes
         while pending or slots:
             while pending and len(slots) < self.env_cfg.envs_per_actor:
                 slot = EnvSlot(make_env(self.env_cfg.task), len(slots), seed=seed_base + pending.pop(0))
                 self._reset(slot, train=False)
+                deal_solvable[id(slot)] = bool(slot.info.get("solvable", True))
                 slots.append(slot)
             finished = self._step_all(slots, stats, train=False)
             returns.extend(sum(s.reward for s in episode) for _, episode in finished)
+            solvable.extend(deal_solvable.pop(id(slot)) for slot, _ in finished)
             done = {id(slot) for slot, _ in finished}
             slots = [s for s in slots if id(s) not in done]
-        returns = np.array(returns)
+        returns, solvable = np.array(returns), np.array(solvable, dtype=bool)
+        won = returns > 0  # the paper's success: episode return > 0
         return {
             "eval/episodes": float(len(returns)),
-            "eval/success": float((returns > 0).mean()),  # the paper's success: episode return > 0
+            "eval/success": float(won.mean()),
             "eval/return": float(returns.mean()),
             "eval/invalid_frac": stats.invalid / max(stats.steps, 1),
+            # Points24 deals are not all solvable: success over the solvable ones is the fairer rate (issue 3).
+            "eval/solvable_frac": float(solvable.mean()),
+            "eval/success_on_solvable": float(won[solvable].mean()) if solvable.any() else 0.0,
         }
 
     # ---- weights -----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cluster.metrics import RunLogger, plot_curve
 
 
 def ensure_sft_checkpoint(cfg: Config) -> str:
+    """The SFT checkpoint PPO starts from; built (and its wall clock written next to it) when missing."""
     path = pathlib.Path(cfg.model.path)
     if (path / "config.json").exists():
         return str(path)
@@ -32,8 +33,16 @@ def ensure_sft_checkpoint(cfg: Config) -> str:
     from learner.sft import train_sft
 
     print(f"no SFT checkpoint at {path}: building the embedded tiny VLM and running SFT ...", flush=True)
+    t0 = time.perf_counter()
     train_sft(cfg.env.task, str(path), cfg.model, cfg.sft, cot=cfg.env.cot)
+    (path / "sft_time.json").write_text(json.dumps({"sft_wall_clock_s": round(time.perf_counter() - t0, 1)}))
     return str(path)
+
+
+def sft_wall_clock(model_path: str) -> float | None:
+    """Seconds the SFT of this checkpoint took, when this project built it."""
+    timing = pathlib.Path(model_path) / "sft_time.json"
+    return json.loads(timing.read_text())["sft_wall_clock_s"] if timing.exists() else None
 
 
 def evaluate(system: System, cfg: Config) -> dict[str, float]:
@@ -45,6 +54,10 @@ def evaluate(system: System, cfg: Config) -> dict[str, float]:
     total = sum(r["eval/episodes"] for r in results)
     out = {key: sum(r[key] * r["eval/episodes"] for r in results) / total for key in results[0]}
     out["eval/episodes"] = total
+    if "eval/success_on_solvable" in out:  # a rate over solvable deals: weight each actor by its solvable count
+        solvable = [r["eval/episodes"] * r["eval/solvable_frac"] for r in results]
+        rates = [r["eval/success_on_solvable"] for r in results]
+        out["eval/success_on_solvable"] = sum(n * x for n, x in zip(solvable, rates)) / max(sum(solvable), 1.0)
     return out
 
 
@@ -134,15 +147,20 @@ def main(argv: list[str] | None = None) -> dict:
     ray.get([l.save.remote(str(run_dir / "checkpoint"), {"policy_version": version}) for l in system.learners])
     result = {
         "task": cfg.env.task,
+        "cot": cfg.env.cot,
         "episodes": int(final_eval["eval/episodes"]),
         "sft_success": sft_eval["eval/success"],
         "final_success": final_eval["eval/success"],
         "sft_return": sft_eval["eval/return"],
         "final_return": final_eval["eval/return"],
+        "solvable_frac": final_eval["eval/solvable_frac"],
+        "sft_success_on_solvable": sft_eval["eval/success_on_solvable"],
+        "final_success_on_solvable": final_eval["eval/success_on_solvable"],
         "updates": update,
         "policy_version": version,
         "train_env_steps": int(total_steps),
         "wall_clock_s": round(logger.elapsed(), 1),
+        "sft_wall_clock_s": sft_wall_clock(model_path),
         "mode": cfg.run.mode,
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
