@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs import make_env
+from envs import TASKS, make_env
 from envs.blackjack import ACTION_NAMES as BLACKJACK_ACTIONS
 from envs.cards import RANK_LABELS
 from envs.ezpoints import ACTION_NAMES as EZPOINTS_ACTIONS
@@ -57,11 +57,15 @@ def noisy_numberline_action(info: dict, noise: float, rng: np.random.Generator) 
 
 # ---- card tasks ------------------------------------------------------------------------------------------
 # The same recipe as NumberLine: the thoughts read the picture correctly and state the plan the solver (or
-# basic strategy) gives, while the action is the expert's only with probability 1 - `noise` and otherwise a
-# uniformly random *other* action of the task's action space. `noise` is therefore exactly the error rate,
-# independent of the state: SFT learns the format, the reading and a plan it does not always follow, and RL
-# has to close the gap between thought and action (the paper's SFT starts are 23.0 % EZPoints, 2.6 %
-# Points24, 23.1 % Blackjack).
+# basic strategy) gives, while the action is the expert's only with probability 1 - `noise`. `noise` is
+# exactly the error rate, independent of the state: SFT learns the format, the reading and a plan it does not
+# always follow, and RL has to close the gap between thought and action (the paper's SFT starts are 23.0 %
+# EZPoints, 2.6 % Points24, 23.1 % Blackjack).
+# The wrong action must be ONE action per state, as NumberLine's and Blackjack's other action is: spread
+# uniformly over the 12 (EZPoints) or 16 (Points24) other actions, each gets 0.45/12 and sampling at T = 0.2
+# sharpens 0.55 against 0.04 to ~1, so the noise vanishes from the SFT policy. Formula demonstrations
+# therefore err by ending early with "=" (or, when "=" is right, by appending "+"): p = 0.55 against 0.45,
+# which T = 0.2 turns into ~0.73 per step, as for NumberLine.
 
 _FORMULA_GAMES = {
     # target, operators the solver may use, longest formula on which "=" is still scored, action names
@@ -97,12 +101,22 @@ def blackjack_expert(info: dict) -> int:
     return basic_strategy(info["player_sum"], info["dealer_card"], info["usable_ace"])
 
 
+def formula_confuser(names: tuple[str, ...], best: int) -> int:
+    """The one wrong action a formula demonstration takes: "=" too early, or "+" when "=" was right."""
+    return names.index("+") if names[best] == "=" else names.index("=")
+
+
+def noisy_formula_action(task: str, info: dict, noise: float, rng: np.random.Generator) -> int:
+    best, names = formula_expert(task, info), _FORMULA_GAMES[task][3]
+    return formula_confuser(names, best) if rng.random() < noise else best
+
+
 def noisy_ezpoints_action(info: dict, noise: float, rng: np.random.Generator) -> int:
-    return noisy_action(ezpoints_expert(info), len(EZPOINTS_ACTIONS), noise, rng)
+    return noisy_formula_action("ezpoints", info, noise, rng)
 
 
 def noisy_points24_action(info: dict, noise: float, rng: np.random.Generator) -> int:
-    return noisy_action(points24_expert(info), len(POINTS24_ACTIONS), noise, rng)
+    return noisy_formula_action("points24", info, noise, rng)
 
 
 def noisy_blackjack_action(info: dict, noise: float, rng: np.random.Generator) -> int:
@@ -138,7 +152,10 @@ def _formula_thoughts(task: str, info: dict) -> str:
     if plan is None:
         ending = f"No formula that extends it can reach {target}, so the game should end."
     else:
-        ending = f"It can be completed to '{''.join(plan)}', which equals {target}."
+        # The plan's next token is said outright: a 4-layer model mislocates it in the plan (it wrote "2" for
+        # the "+" of '10+2' in a probe), and the CoT is where such a step belongs.
+        step = next_formula_token(values, formula, target, ops, max_len)
+        ending = f"It can be completed to '{''.join(plan)}', which equals {target}. Next: '{step}'."
     return f"{_card_reading(info)} {status} {ending}"
 
 
@@ -263,14 +280,16 @@ def _episode_corpus(task: str, episodes: int = CORPUS_EPISODES) -> list[str]:
     for episode in range(episodes):
         _, info = env.reset(seed=CORPUS_SEED_BASE + episode)
         noise, done = CORPUS_NOISE[episode % len(CORPUS_NOISE)], False
-        while not done:
-            action = expert.noisy_action(info, noise, rng)
+        while not done:  # any other action, uniformly (the SFT confusers would end every noisy episode at once)
+            action = noisy_action(_CORPUS_EXPERTS[task](info), len(TASKS[task].action_names), noise, rng)
             for cot in (True, False):
                 texts += [chat_prompt(task_prompt(task, info, cot)), expert.response(info, action, cot)]
             _, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
     return texts
 
+
+_CORPUS_EXPERTS = {"ezpoints": ezpoints_expert, "points24": points24_expert, "blackjack": blackjack_expert}
 
 EXPERTS = {
     "numberline": TaskExpert(

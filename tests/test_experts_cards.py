@@ -24,6 +24,7 @@ from envs.experts import (
     points24_expert,
     points24_response,
 )
+from envs.ezpoints import ACTION_NAMES as EZPOINTS_ACTIONS
 from envs.ezpoints import EZPointsEnv
 from envs.parsing import parse_action
 from envs.points24 import Points24Env
@@ -50,6 +51,20 @@ def test_noisy_action_rate_and_spread():
     assert len(others) == 12 and min(others) > 200  # every other action, about uniformly
     assert all(noisy_action(1, 2, 1.0, rng) == 0 for _ in range(100))
     assert all(noisy_action(7, 17, 0.0, rng) == 7 for _ in range(100))
+
+
+def test_formula_demonstrations_err_with_one_confuser_per_state():
+    """A single wrong action per state (see envs/experts.py): "=" too early, "+" when "=" was right."""
+    rng = np.random.default_rng(0)
+    env = EZPointsEnv()
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        best = ezpoints_expert(info)
+        draws = Counter(noisy_ezpoints_action(info, 0.45, rng) for _ in range(400))
+        assert set(draws) == {best, EZPOINTS_ACTIONS.index("=")}
+        assert abs(draws[best] / 400 - 0.55) < 0.1
+    solved = {"cards": [("3", "H"), ("4", "S")], "card_values": [3, 4], "formula": ["3", "*", "4"], "target": 12}
+    assert {noisy_ezpoints_action(solved, 1.0, rng) for _ in range(5)} == {EZPOINTS_ACTIONS.index("+")}
 
 
 def test_noisy_wrappers_are_reproducible_and_in_range():
@@ -142,7 +157,7 @@ def test_ezpoints_cot_fields():
     assert obj["cards"] == [10, 2] and obj["current formula"] == "10+" and obj["action"] == "2"
     assert obj["thoughts"] == (
         "The cards are K and 2. K counts as 10. The current formula '10+' is not complete. "
-        "It can be completed to '10+2', which equals 12."
+        "It can be completed to '10+2', which equals 12. Next: '2'."
     )
     done = dict(info, formula=["10", "+", "2"])
     assert "so it is complete" in json.loads(ezpoints_response(done, 12))["thoughts"]
