@@ -41,3 +41,25 @@ lint: setup
 
 fmt: setup
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+# A multi-node Ray cluster on this machine (head + rollout node + learner node), its jobs, and its teardown.
+# `cluster-down` ends only that cluster's processes; never use `ray stop` here (it ends every Ray cluster).
+STATE ?= runs/local-cluster.json
+
+.PHONY: cluster-up cluster-down cluster-status submit
+
+cluster-up: setup
+	$(BIN)/python -m cluster.local_cluster up --state-file $(STATE)
+
+cluster-down:
+	$(BIN)/python -m cluster.local_cluster down --state-file $(STATE)
+
+cluster-status:
+	$(BIN)/python -m cluster.local_cluster status --state-file $(STATE)
+
+# The job's working dir upload honours .gitignore (.venv/, runs/, checkpoints/ stay behind); `env` prints the
+# dashboard address and RAY_AUTH_MODE=token (the token itself stays in its file, ~/.ray/auth_token).
+submit:
+	vars="$$($(BIN)/python -m cluster.local_cluster env --state-file $(STATE))" && eval "$$vars" && \
+	$(BIN)/ray job submit --address "$$RAY_API_SERVER_ADDRESS" --working-dir . -- \
+		python -m cluster.train $(TASK) $(ARGS)

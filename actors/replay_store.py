@@ -74,6 +74,18 @@ class ReplayStore:
         tables = [pa.concat_tables(s) for s in shards]
         return _maybe_put(tables)
 
+    def export(self) -> pa.Table | None:
+        """Every episode still held (for a checkpoint), without removing them."""
+        return pa.concat_tables(self.episodes) if self.episodes else None
+
+    def restore(self, table: pa.Table, counters: dict[str, int] | None = None) -> None:
+        """Put back what `export` returned (on resume), whole episodes in their old order, and the counters."""
+        self.counters.update(counters or {})
+        ids = table.column("episode_id")
+        for episode_id in pc.unique(ids).to_pylist():  # first-occurrence order
+            self.episodes.append(table.filter(pc.equal(ids, episode_id)))
+        self.num_steps += table.num_rows
+
     def stats(self) -> dict[str, float]:
         out = {f"replay/{k}": float(v) for k, v in self.counters.items()}
         out["replay/depth_steps"] = float(self.num_steps)

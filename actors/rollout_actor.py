@@ -54,11 +54,15 @@ class RolloutActor:
     # ---- rollout ---------------------------------------------------------------------------------------------
     def collect(self, steps_per_env: int | None = None) -> dict[str, float]:
         """Step every env `steps_per_env` times; ship finished episodes to the store. Returns metrics."""
-        stats, before = Stats(), dict(self.counters)
+        stats, before, start_version = Stats(), dict(self.counters), self.version
         for _ in range(steps_per_env or self.cfg.steps_per_call):
             stats.finished.extend(episode for _, episode in self._step_all(self.slots, stats))
         self._ship(stats.finished)
-        return stats.metrics(self.version, {k: v - before[k] for k, v in self.counters.items()})
+        # Weights change only between calls, so every sample of this call carries `start_version`.
+        return {
+            **stats.metrics(self.version, {k: v - before[k] for k, v in self.counters.items()}),
+            "rollout/start_version": float(start_version),
+        }
 
     def _step_all(self, slots: list[EnvSlot], stats: Stats, train: bool = True):
         """One batched generate for `slots`, then one env step each. Returns [(slot, finished episode steps)]."""
@@ -168,6 +172,17 @@ class RolloutActor:
         self.engine.load_weights(named, payload.version)
         self.version = payload.version
         return {"timing/weight_load_s": time.perf_counter() - t0, "rollout/policy_version": float(self.version)}
+
+    def seed_state(self) -> dict:
+        """Where this actor's training seeds and random fallback actions stand (for a checkpoint)."""
+        return {"episodes": [s.episodes for s in self.slots], "rng": self.rng.bit_generator.state}
+
+    def restore_seed_state(self, state: dict) -> None:
+        """Continue from `seed_state` (on resume): new episodes get new seeds, not the ones already played."""
+        self.rng.bit_generator.state = state["rng"]
+        for slot, episodes in zip(self.slots, state["episodes"]):
+            slot.episodes = episodes
+            self._reset(slot)
 
     def policy_version(self) -> int:
         return self.version

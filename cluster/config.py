@@ -70,6 +70,12 @@ class RolloutConfig:
     """Env steps per env in one `collect` call; the learner can push weights between calls."""
     cpus_per_actor: float = 1.0
     """Ray CPUs reserved per rollout actor (its engine runs one OMP thread)."""
+    gpus_per_actor: float = 0.0
+    """GPUs per rollout actor (e.g. 1, or 0.5 to pack two engines on a GPU); 0 on CPU hosts."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each rollout actor needs, e.g. {"rollout_node": 1} to keep them on env/CPU nodes."""
+    max_restarts: int = 20
+    """Crashed rollout actors are replaced automatically, at most this many times per run."""
 
 
 @dataclass
@@ -125,6 +131,13 @@ class LearnerConfig:
     zero_stage: int = 2
     """ZeRO stage 1, 2 or 3 (paper 2)."""
     cpus_per_rank: float = 1.0
+    """Ray CPUs per learner rank (one bundle of the learners' placement group)."""
+    gpus_per_rank: float = 0.0
+    """GPUs per learner rank; 1 on GPU clusters (DeepSpeed then uses NCCL)."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources per learner rank, e.g. {"learner_node": 1}."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """Placement-group strategy of the learner ranks (PACK keeps them on as few nodes as possible)."""
     push_every: int = 1
     """Push weights to the rollout actors every K PPO updates."""
 
@@ -146,6 +159,12 @@ class RunConfig:
     """Stop training (then evaluate and save) when this much wall clock has passed."""
     dashboard: bool = False
     """Start the Ray dashboard (metrics export) with a local cluster."""
+    checkpoint_every: int = 5
+    """Write a resumable checkpoint every N updates under runs/<run>/checkpoints/ (0 = never)."""
+    keep_checkpoints: int = 2
+    """Keep the newest N resumable checkpoints."""
+    resume: str = ""
+    """Continue a run: its folder or one of its checkpoints (same task, learner ranks and ZeRO stage)."""
 
 
 @dataclass
@@ -178,6 +197,8 @@ class Config:
             problems.append("training seeds would reach env.eval_seed: raise eval_seed or lower seed/num_actors")
         if self.run.eval_episodes < 1:
             problems.append("run.eval_episodes must be >= 1")
+        if self.run.keep_checkpoints < 1:
+            problems.append("run.keep_checkpoints must be >= 1")
         if problems:
             raise ValueError("invalid config:\n  " + "\n  ".join(problems))
         return self

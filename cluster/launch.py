@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 
 import ray
@@ -18,6 +19,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
 from cluster.config import Config
+from cluster.control import NAMESPACE, register
+from cluster.rollout_pool import RolloutPool
 from learner.learner import LearnerWorker
 
 # Inference and training each get one OMP thread per reserved CPU (oversubscription made vLLM 20-700x slower).
@@ -26,7 +29,6 @@ ACTOR_ENV = {
     "VLLM_LOGGING_LEVEL": "ERROR",
     "PYTHONWARNINGS": "ignore",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "DS_ACCELERATOR": "cpu",
     "TOKENIZERS_PARALLELISM": "false",
 }
 
@@ -34,10 +36,17 @@ ACTOR_ENV = {
 @dataclass
 class System:
     store: ray.actor.ActorHandle
-    actors: list[ray.actor.ActorHandle]
+    pool: RolloutPool
     learners: list[ray.actor.ActorHandle]
     placement: PlacementGroup
-    """Reserves the learner ranks' CPUs until `shutdown` removes it."""
+    """Reserves the learner ranks' resources until `shutdown` removes it."""
+    control: ray.actor.ActorHandle | None = None
+    """The run's named RunControl actor (`python -m cluster.control` talks to it)."""
+
+    @property
+    def actors(self) -> list[ray.actor.ActorHandle]:
+        """The active rollout actors (draining ones excluded)."""
+        return list(self.pool.handles().values())
 
 
 def init_ray(cfg: Config) -> None:
@@ -46,7 +55,7 @@ def init_ray(cfg: Config) -> None:
         return
     runtime_env = {"env_vars": ACTOR_ENV}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
+        ray.init(runtime_env=runtime_env, namespace=NAMESPACE)
         return
     cpus = cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.learner.world_size * cfg.learner.cpus_per_rank
     ray.init(
@@ -56,6 +65,7 @@ def init_ray(cfg: Config) -> None:
         _temp_dir=tempfile.mkdtemp(prefix="rl4vlm-ray-"),
         runtime_env=runtime_env,
         logging_level="WARNING",
+        namespace=NAMESPACE,
     )
 
 
@@ -65,20 +75,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(cfg: Config, model_path: str) -> System:
+def rollout_actor_factory(cfg: Config, model_path: str, store):
+    """Starts one rollout actor by id, placed by the resources in `cfg.rollout` (the pool calls it)."""
+    remote_cls = ray.remote(RolloutActor).options(
+        num_cpus=cfg.rollout.cpus_per_actor,
+        num_gpus=cfg.rollout.gpus_per_actor,
+        resources=cfg.rollout.resources or None,
+    )
+    return lambda actor_id: remote_cls.remote(actor_id, cfg.env, cfg.rollout, model_path, store)
+
+
+def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
     store = ray.remote(num_cpus=0)(ReplayStore).remote(cfg.replay)
-    actors = [
-        ray.remote(num_cpus=cfg.rollout.cpus_per_actor)(RolloutActor).remote(i, cfg.env, cfg.rollout, model_path, store)
-        for i in range(cfg.rollout.num_actors)
-    ]
-    bundles = [{"CPU": cfg.learner.cpus_per_rank} for _ in range(cfg.learner.world_size)]
-    pg = placement_group(bundles, strategy="PACK")
+    pool = RolloutPool(rollout_actor_factory(cfg, model_path, store), cfg.rollout.max_restarts)
+    bundle = {"CPU": cfg.learner.cpus_per_rank, "GPU": cfg.learner.gpus_per_rank, **cfg.learner.resources}
+    bundle = {k: v for k, v in bundle.items() if v}
+    pg = placement_group([bundle] * cfg.learner.world_size, strategy=cfg.learner.placement_strategy)
     ray.get(pg.ready())
     port = free_port()
     learners = [
         ray.remote(LearnerWorker)
         .options(
             num_cpus=cfg.learner.cpus_per_rank,
+            num_gpus=cfg.learner.gpus_per_rank,
+            resources=cfg.learner.resources or None,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
         )
         .remote(
@@ -95,14 +115,16 @@ def launch(cfg: Config, model_path: str) -> System:
         for rank in range(cfg.learner.world_size)
     ]
     # Fail here, with the actor's own error, if an engine or a rank cannot start.
-    ray.get([a.policy_version.remote() for a in actors])
+    pool.start(cfg.rollout.num_actors)
     ray.get([l.__ray_ready__.remote() for l in learners])
-    return System(store, actors, learners, pg)
+    control = register(run_name, cfg.rollout.num_actors) if run_name else None
+    return System(store, pool, learners, pg, control)
 
 
 def shutdown(system: System) -> None:
     """Kill the run's actors and free its placement group (a submitted job's cluster outlives the run)."""
-    for handle in [*system.actors, *system.learners, system.store]:
+    system.pool.shutdown()
+    for handle in [*system.learners, system.store, *([system.control] if system.control else [])]:
         ray.kill(handle)
     remove_placement_group(system.placement)
 
@@ -110,15 +132,11 @@ def shutdown(system: System) -> None:
 def push_weights(system: System, version: int) -> dict[str, float]:
     """Full weights from learner rank 0 to every rollout actor, by object ref (the driver never holds them).
 
-    Each actor verifies the checksum before loading and tags later samples with `version`.
+    Each actor verifies the checksum before loading and tags later samples with `version`. The loads queue
+    behind each actor's running collect; the driver does not wait for them (the pool harvests their timings).
     """
-    import time
-
     t0 = time.perf_counter()
     refs = [l.export_weights.remote(version) for l in system.learners]  # every rank joins (ZeRO-3 gathers)
-    ray.get(refs[1:])
-    loads = ray.get([a.load_weights.remote(refs[0]) for a in system.actors])
-    return {
-        "timing/weight_push_s": time.perf_counter() - t0,
-        "timing/weight_load_s": max(m["timing/weight_load_s"] for m in loads),
-    }
+    ray.wait(refs, num_returns=len(refs), fetch_local=False)
+    system.pool.push(refs[0], version)
+    return {"timing/weight_push_s": time.perf_counter() - t0}

@@ -21,7 +21,12 @@ RAY_GAUGES = {
     "replay_depth": "Steps waiting in the replay store",
     "policy_version": "Current learner policy version",
     "eval_success": "Held-out evaluation success",
+    "rollout_actors": "Rollout actors currently collecting",
 }
+RAY_COUNTERS = {"rollout_actor_restarts": "Crashed rollout actors replaced (Prometheus adds _total)"}
+RAY_HISTOGRAMS = {"sample_staleness": "Policy-version lag of each sample in a PPO update"}
+STALENESS_BUCKETS = (0, 1, 2, 3)
+"""Lags counted per update by the learner as learner/staleness_count_<k> (the last bucket is k or more)."""
 
 
 class RunLogger:
@@ -32,11 +37,17 @@ class RunLogger:
         self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         self.history = open(run_dir / "history.jsonl", "a")
         self.t0 = time.perf_counter()
-        self.gauges = {}
+        self.gauges, self.counters, self.histograms = {}, {}, {}
         if use_ray_metrics:
-            from ray.util.metrics import Gauge
+            from ray.util.metrics import Counter, Gauge, Histogram
 
             self.gauges = {k: Gauge(f"rl4vlm_{k}", description=d) for k, d in RAY_GAUGES.items()}
+            self.counters = {k: Counter(f"rl4vlm_{k}", description=d) for k, d in RAY_COUNTERS.items()}
+            boundaries = [b + 0.5 for b in STALENESS_BUCKETS]
+            self.histograms = {
+                k: Histogram(f"rl4vlm_{k}", description=d, boundaries=boundaries) for k, d in RAY_HISTOGRAMS.items()
+            }
+        self.restarts_seen = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -58,9 +69,17 @@ class RunLogger:
             ("replay/depth_steps", "replay_depth"),
             ("learner/policy_version", "policy_version"),
             ("eval/success", "eval_success"),
+            ("rollout/actors", "rollout_actors"),
         ):
             if name in self.gauges and key in metrics:
                 self.gauges[name].set(metrics[key])
+        restarts = metrics.get("rollout/actor_restarts", self.restarts_seen)
+        if self.counters and restarts > self.restarts_seen:
+            self.counters["rollout_actor_restarts"].inc(restarts - self.restarts_seen)
+        self.restarts_seen = restarts
+        for lag in STALENESS_BUCKETS:
+            for _ in range(int(metrics.get(f"learner/staleness_count_{lag}", 0)) if self.histograms else 0):
+                self.histograms["sample_staleness"].observe(lag)
 
     def progress(self, update: int, total: int, m: dict[str, float]) -> None:
         nan = float("nan")

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import sys
 import time
 
 import ray
 
+from cluster import checkpointing
 from cluster.config import Config, parse_cli
 from cluster.launch import System, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
@@ -45,12 +47,29 @@ def sft_wall_clock(model_path: str) -> float | None:
     return json.loads(timing.read_text())["sft_wall_clock_s"] if timing.exists() else None
 
 
-def evaluate(system: System, cfg: Config) -> dict[str, float]:
-    """Held-out seeds split over the rollout actors; success = episode return > 0 (the paper's metric)."""
-    n, k = cfg.run.eval_episodes, len(system.actors)
-    parts = [n // k + (i < n % k) for i in range(k)]
-    starts = [cfg.env.eval_seed + sum(parts[:i]) for i in range(k)]
-    results = ray.get([a.evaluate.remote(p, s) for a, p, s in zip(system.actors, parts, starts) if p])
+def evaluate(system: System, cfg: Config, attempts: int = 3) -> dict[str, float]:
+    """Held-out seeds split over the rollout actors; success = episode return > 0 (the paper's metric).
+
+    A rollout actor that dies meanwhile is replaced and the evaluation runs again (all of it: the seeds of
+    the lost part must be played by someone)."""
+    for _ in range(attempts):
+        handles = system.pool.handles()
+        n, k = cfg.run.eval_episodes, len(handles)
+        parts = [n // k + (i < n % k) for i in range(k)]
+        starts = [cfg.env.eval_seed + sum(parts[:i]) for i in range(k)]
+        calls = {i: h.evaluate.remote(p, s) for (i, h), p, s in zip(handles.items(), parts, starts) if p}
+        try:
+            results = [ray.get(ref) for ref in calls.values()]
+            break
+        except ray.exceptions.RayActorError:
+            for actor_id, ref in calls.items():
+                if ray.wait([ref], timeout=0)[0]:
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayActorError as error:
+                        system.pool.replace(actor_id, error)
+    else:
+        raise RuntimeError(f"evaluation failed {attempts} times: rollout actors keep dying")
     total = sum(r["eval/episodes"] for r in results)
     out = {key: sum(r[key] * r["eval/episodes"] for r in results) / total for key in results[0]}
     out["eval/episodes"] = total
@@ -83,63 +102,79 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("learner.sft").setLevel(logging.INFO)  # SFT progress shows while `make train` builds it
     cfg = parse_cli(argv)
-    name = cfg.run.name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resume_dir, state = checkpointing.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
+    name = cfg.run.name or (resume_dir and checkpointing.run_dir_of(resume_dir).name)
+    name = name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = pathlib.Path(cfg.run.out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
-    model_path = ensure_sft_checkpoint(cfg)
+    model_path = str(resume_dir / "model") if resume_dir else ensure_sft_checkpoint(cfg)
     init_ray(cfg)
-    system = launch(cfg, model_path)
-    logger = RunLogger(run_dir)
+    system = launch(cfg, model_path, run_name=name)
+    pool, logger = system.pool, RunLogger(run_dir)
     print(
         f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
-        f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}",
+        f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}\n"
+        f"  scale: python -m cluster.control scale --run {name} --rollout-actors N "
+        f"--address {ray.get_runtime_context().gcs_address}",
         flush=True,
     )
+    version, update, total_steps = state.get("version", 0), state.get("update", 0), state.get("total_steps", 0)
+    if resume_dir:  # optimizer, RNGs, replay and seeds back in place; the rollout actors get the same weights
+        checkpointing.restore(system, pool, resume_dir, state)
+        push_weights(system, version)
+        sft_eval = state["sft_eval"]
+        print(f"resumed from {resume_dir}: update {update}, policy version {version}", flush=True)
+    else:
+        sft_eval = evaluate(system, cfg)
+        logger.log(0, {**sft_eval, "rollout/total_env_steps": 0})
+        print(f"SFT start: held-out success {sft_eval['eval/success']:.3f} ({sft_eval['eval/episodes']:.0f} episodes)")
 
-    sft_eval = evaluate(system, cfg)
-    logger.log(0, {**sft_eval, "rollout/total_env_steps": 0})
-    print(f"SFT start: held-out success {sft_eval['eval/success']:.3f} over {sft_eval['eval/episodes']:.0f} episodes")
-
-    version, total_steps, update = 0, 0, 0
-    pending = {a.collect.remote(): a for a in system.actors}
-    window, window_t0 = [], time.perf_counter()
-    while update < cfg.run.total_updates and logger.elapsed() < 60 * cfg.run.time_budget_min:
-        # 1. Wait for one update's worth of fresh episodes; in async mode actors never stop collecting.
-        while (
-            shards := ray.get(system.store.take.remote(cfg.ppo.steps_per_update, version, cfg.learner.world_size))
-        ) is None:
-            if not pending:
-                pending = {a.collect.remote(): a for a in system.actors}
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            actor = pending.pop(ready[0])
-            window.append(ray.get(ready[0]))
-            if cfg.run.mode == "async":
-                pending[actor.collect.remote()] = actor
+    pool.submit_collects()
+    window_t0, elapsed0 = time.perf_counter(), state.get("elapsed_s", 0.0)
+    while update < cfg.run.total_updates and elapsed0 + logger.elapsed() < 60 * cfg.run.time_budget_min:
+        # 0. An operator may have asked for more or fewer rollout actors (python -m cluster.control scale).
+        if (wanted := ray.get(system.control.desired_rollout_actors.remote())) != pool.size():
+            pool.resize(wanted)
+        # 1. Wait for one update's worth of fresh episodes, harvesting and resubmitting collects.
+        take = system.store.take
+        while (shards := ray.get(take.remote(cfg.ppo.steps_per_update, version, cfg.learner.world_size))) is None:
+            pool.step()
         if cfg.run.mode == "sync":  # nothing may run while the learner trains
-            window.extend(ray.get(list(pending)))
-            pending = {}
+            pool.drain()
 
-        # 2. One PPO update on every rank (each gets its shard by reference).
-        learner_metrics = ray.get([l.train.remote(s, version) for l, s in zip(system.learners, shards)])
+        # 2. One PPO update on every rank (each gets its shard by reference); async rollout goes on meanwhile.
+        try:
+            learner_metrics = pool.run_until(
+                [l.train.remote(s, version) for l, s in zip(system.learners, shards)], resubmit=cfg.run.mode == "async"
+            )
+        except ray.exceptions.RayActorError as error:
+            stop_for_resume(run_dir, error)
         version, update = version + 1, update + 1
 
-        # 3. Weights to the rollout actors every K updates (queued behind their current collect in async mode).
+        # 3. Weights to the rollout actors every K updates (each loads them after its running collect).
         metrics = {**learner_metrics[0], "learner/policy_version": version}
         if update % cfg.learner.push_every == 0:
             metrics.update(push_weights(system, version))
 
-        # 4. Log; evaluate on held-out seeds now and then.
-        rollout = summarize_rollouts(window, time.perf_counter() - window_t0)
-        total_steps += rollout["rollout/env_steps"]
-        metrics.update(rollout, **{"rollout/total_env_steps": total_steps}, **ray.get(system.store.stats.remote()))
-        window, window_t0 = [], time.perf_counter()
+        # 4. Log; evaluate on held-out seeds now and then; checkpoint.
+        rollout = summarize_rollouts(pool.take_results(), time.perf_counter() - window_t0)
+        window_t0, total_steps = time.perf_counter(), total_steps + rollout["rollout/env_steps"]
+        metrics.update(rollout, **pool.stats(), **ray.get(system.store.stats.remote()))
+        metrics["rollout/total_env_steps"] = total_steps
+        if pool.load_seconds:
+            metrics["timing/weight_load_s"] = pool.load_seconds[-1]
         if cfg.run.eval_every and update % cfg.run.eval_every == 0 and update < cfg.run.total_updates:
             metrics.update(evaluate(system, cfg))
         logger.log(update, metrics)
         logger.progress(update, cfg.run.total_updates, metrics)
+        progress = {"version": version, "update": update, "total_steps": total_steps, "sft_eval": sft_eval}
+        progress["elapsed_s"] = elapsed0 + logger.elapsed()
+        if cfg.run.checkpoint_every and update % cfg.run.checkpoint_every == 0:
+            checkpointing.save(system, pool, cfg, run_dir, progress)
+        system.control.report.remote({**progress, "actors": pool.size(), **pool.counters}, pool.handles())
 
-    ray.get(list(pending))  # let in-flight collects finish before the final weights and evaluation
+    pool.drain()  # let in-flight collects finish before the final weights and evaluation
     if version % cfg.learner.push_every:
         push_weights(system, version)
     final_eval = evaluate(system, cfg)
@@ -159,9 +194,12 @@ def main(argv: list[str] | None = None) -> dict:
         "updates": update,
         "policy_version": version,
         "train_env_steps": int(total_steps),
-        "wall_clock_s": round(logger.elapsed(), 1),
+        "wall_clock_s": round(elapsed0 + logger.elapsed(), 1),
         "sft_wall_clock_s": sft_wall_clock(model_path),
         "mode": cfg.run.mode,
+        "rollout_actor_restarts": pool.counters["actor_restarts"],
+        "new_actor_first_versions": pool.joined_first_versions(),
+        "resumed_from": str(resume_dir) if resume_dir else None,
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     logger.close()
@@ -169,6 +207,22 @@ def main(argv: list[str] | None = None) -> dict:
     plot_curve(run_dir, run_dir / "learning_curve.png")
     print_table(result, run_dir)
     return result
+
+
+def stop_for_resume(run_dir: pathlib.Path, error: Exception) -> None:
+    """A learner rank died: stop cleanly and say exactly how to continue (its optimizer state is gone)."""
+    try:
+        checkpoint = checkpointing.resolve(run_dir)
+    except checkpointing.CheckpointError:
+        checkpoint = None
+    args = [a for a in sys.argv[1:]] or ["<preset>"]
+    hint = (
+        f"resume with:\n  python -m cluster.train {' '.join(args)} --run.resume {checkpoint}"
+        if checkpoint
+        else "no checkpoint was written yet (run.checkpoint_every): start the run again"
+    )
+    print(f"a learner rank failed ({type(error).__name__}: {error}); the run stopped cleanly, {hint}", flush=True)
+    raise SystemExit(3)
 
 
 def print_table(result: dict, run_dir: pathlib.Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pathlib
 import random
 import time
 
@@ -44,7 +45,8 @@ class LearnerWorker:
             RANK=str(rank),
             WORLD_SIZE=str(world_size),
             LOCAL_RANK="0",
-            DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cpu"),
+            # Chosen per rank, not cluster-wide: GPU learner nodes use CUDA while CPU nodes use DeepSpeed's cpu one.
+            DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu"),
         )
         import deepspeed
 
@@ -192,6 +194,7 @@ class LearnerWorker:
                 "learner/behaviour_gap": float((old_logp - behav_logp).abs().mean()),
                 "learner/staleness_mean": float(np.mean(staleness)),
                 "learner/staleness_max": float(np.max(staleness)),
+                **{f"learner/staleness_count_{k}": float(np.sum(np.minimum(staleness, 3) == k)) for k in range(4)},
                 "timing/train_s": time.perf_counter() - t0,
             }
         )
@@ -224,6 +227,41 @@ class LearnerWorker:
         with self._full_params():
             if self.rank == 0:
                 save_policy(path, self.module.vlm, self.processor, self.module.value_head, info)
+
+    def save_checkpoint(self, directory: str, info: dict | None = None) -> None:
+        """Model (rank 0) and this rank's optimizer state, update count and RNG states. Collective (ZeRO-3)."""
+        from learner.checkpoint import save_state
+
+        path = pathlib.Path(directory)
+        self.save(str(path / "model"), info)
+        state = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        version, internal, gauss = random.getstate()
+        extra = {"updates": self.updates, "python_rng": [version, list(internal), gauss], "world_size": self.world_size}
+        save_state(path, f"learner_rank{self.rank}", state, extra)
+
+    def load_checkpoint(self, directory: str) -> int:
+        """Restore what `save_checkpoint` wrote (the model itself was loaded from `directory`/model at start).
+
+        Needs the same number of ranks and ZeRO stage (each rank's optimizer holds its own partition).
+        """
+        from learner.checkpoint import CheckpointError, load_state
+
+        fresh = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        state, extra = load_state(pathlib.Path(directory), f"learner_rank{self.rank}", fresh)
+        if extra.get("world_size") != self.world_size:
+            raise CheckpointError(f"checkpoint has {extra.get('world_size')} learner ranks, this run {self.world_size}")
+        try:
+            if self.cfg.zero_stage == 3:
+                self.optimizer.load_state_dict([state["optimizer"]] * self.world_size)
+            else:
+                self.optimizer.load_state_dict([state["optimizer"]] * self.world_size, load_from_fp32_weights=True)
+        except (KeyError, RuntimeError, ValueError, IndexError) as error:
+            raise CheckpointError(f"optimizer state does not fit this learner: {error}") from error
+        torch.set_rng_state(state["torch_rng"])
+        version, internal, gauss = extra["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        self.updates = int(extra["updates"])
+        return self.updates
 
     def logprobs(self, prompt_ids: list[int], response_ids: list[int], image) -> list[float]:
         """Per-token processed log-probs of a response under the learner's weights (tests compare with vLLM).

@@ -76,7 +76,25 @@ class FakeActor:
     def _evaluate(self, n, seed_base):
         self.calls.append((n, seed_base))
         rates = {"eval/success": self.success, "eval/return": self.ret, "eval/invalid_frac": 0.5}
-        return {"eval/episodes": float(n), **rates}
+        return {"eval/episodes": float(n), **rates, **getattr(self, "extra", {})}
+
+
+class FakePool:
+    """The rollout pool's `handles()` and `replace()`, over fake actors."""
+
+    def __init__(self, actors):
+        self.actors, self.replaced = dict(enumerate(actors)), []
+
+    def handles(self):
+        return dict(self.actors)
+
+    def replace(self, actor_id, error):
+        self.replaced.append(actor_id)
+        self.actors[actor_id] = FakeActor(0.0, 0.0)
+
+
+def system_of(actors):
+    return System(store=None, pool=FakePool(actors), learners=[], placement=None)
 
 
 def test_evaluate_splits_held_out_seeds_and_weights_by_episodes(monkeypatch):
@@ -84,7 +102,7 @@ def test_evaluate_splits_held_out_seeds_and_weights_by_episodes(monkeypatch):
     cfg = tiny()
     cfg.run.eval_episodes = 5
     actors = [FakeActor(1.0, 1.0), FakeActor(0.0, -2.0)]
-    out = train.evaluate(System(store=None, actors=actors, learners=[], placement=None), cfg)
+    out = train.evaluate(system_of(actors), cfg)
     seed = cfg.env.eval_seed
     assert actors[0].calls == [(3, seed)] and actors[1].calls == [(2, seed + 3)]  # disjoint held-out ranges
     assert out == pytest.approx(
@@ -92,8 +110,40 @@ def test_evaluate_splits_held_out_seeds_and_weights_by_episodes(monkeypatch):
     )
     cfg.run.eval_episodes = 1
     lone = [FakeActor(1.0, 1.0), FakeActor(0.0, 0.0)]
-    out = train.evaluate(System(store=None, actors=lone, learners=[], placement=None), cfg)
+    out = train.evaluate(system_of(lone), cfg)
     assert lone[1].calls == [] and out["eval/episodes"] == 1.0 and out["eval/success"] == 1.0
+
+
+def test_evaluate_weights_solvable_rates_by_solvable_deals(monkeypatch):
+    monkeypatch.setattr(train.ray, "get", lambda refs: refs)
+    cfg = tiny()
+    cfg.run.eval_episodes = 4
+    a, b = FakeActor(0.5, 0.0), FakeActor(0.5, 0.0)
+    a.extra = {"eval/solvable_frac": 1.0, "eval/success_on_solvable": 0.5}  # 2 solvable deals, 1 won
+    b.extra = {"eval/solvable_frac": 0.5, "eval/success_on_solvable": 1.0}  # 1 solvable deal, won
+    out = train.evaluate(system_of([a, b]), cfg)
+    assert out["eval/success_on_solvable"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_replaces_a_dead_actor_and_plays_every_seed_again(monkeypatch):
+    from ray.exceptions import RayActorError
+
+    cfg = tiny()
+    cfg.run.eval_episodes = 4
+    good, dead = FakeActor(1.0, 1.0), FakeActor(1.0, 1.0)
+    dead.evaluate = SimpleNamespace(remote=lambda n, s: "dead")
+
+    def get(ref):
+        if ref == "dead":
+            raise RayActorError()
+        return ref
+
+    monkeypatch.setattr(train.ray, "get", get)
+    monkeypatch.setattr(train.ray, "wait", lambda refs, timeout: (refs, []))
+    system = system_of([good, dead])
+    out = train.evaluate(system, cfg)
+    assert system.pool.replaced == [1] and out["eval/episodes"] == 4.0
+    assert good.calls == [(2, cfg.env.eval_seed), (2, cfg.env.eval_seed)]  # the whole evaluation ran again
 
 
 def test_run_logger_writes_history_tensorboard_and_curve(tmp_path, capsys):

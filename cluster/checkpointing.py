@@ -1,0 +1,109 @@
+"""Periodic checkpoints of a whole run and resuming from them (`--run.resume <run dir or checkpoint>`).
+
+A checkpoint holds everything the next update depends on: model and value head, each learner rank's
+optimizer state, update count and RNG states (learner/checkpoint.py), the episodes the replay store still
+held, every rollout actor's seed position and RNG, the policy version and the run's counters. Files are
+data only (safetensors, JSON, Arrow IPC). The layout is in learner/checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import time
+
+import pyarrow as pa
+import ray
+
+from cluster.config import Config
+from learner.checkpoint import CheckpointError, check_compatible, read_json, resolve, write_state_json
+
+REPLAY_FILE = "replay.arrow"
+
+
+def fingerprint(cfg: Config) -> dict:
+    """What a checkpoint must share with the run resuming from it (the optimizer layout and the task)."""
+    return {
+        "task": cfg.env.task,
+        "cot": cfg.env.cot,
+        "learner_world_size": cfg.learner.world_size,
+        "zero_stage": cfg.learner.zero_stage,
+        "shape": dataclasses.asdict(cfg.model.shape),
+    }
+
+
+def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pathlib.Path:
+    """Write `checkpoints/update_NNNNNN/` and prune to the newest `run.keep_checkpoints`. Returns its path."""
+    t0 = time.perf_counter()
+    path = run_dir / "checkpoints" / f"update_{progress['update']:06d}"
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    info = {"policy_version": progress["version"]}
+    ray.get([l.save_checkpoint.remote(str(path), info) for l in system.learners])  # collective under ZeRO-3
+    table = ray.get(system.store.export.remote())
+    if table is not None:
+        with pa.OSFile(str(path / REPLAY_FILE), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    seeds = {str(i): ray.get(h.seed_state.remote()) for i, h in pool.handles().items()}
+    state = {
+        "run": fingerprint(cfg),
+        **progress,
+        "pool_counters": pool.counters,
+        "store_counters": ray.get(system.store.stats.remote()),
+        "rollout_seeds": seeds,
+    }
+    write_state_json(path, state)  # last: marks the checkpoint complete
+    complete = sorted(p for p in path.parent.glob("update_*") if (p / "state.json").exists())
+    for old in complete[: -cfg.run.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    print(f"checkpoint {path} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    return path
+
+
+def load(path: str, cfg: Config) -> tuple[pathlib.Path, dict]:
+    """(checkpoint dir, state) after checking it is complete, readable and fits `cfg`; CheckpointError if not."""
+    directory = resolve(path)
+    state = read_json(directory / "state.json")
+    check_compatible(state, fingerprint(cfg))
+    # Read every file's header now, before any actor starts: a bad file must stop the run here, not in a rank.
+    for rank in range(cfg.learner.world_size):
+        read_json(directory / f"learner_rank{rank}.json")
+        _check_safetensors(directory / f"learner_rank{rank}.safetensors")
+    if not (directory / "model" / "config.json").exists():
+        raise CheckpointError(f"{directory}/model is missing")
+    _check_safetensors(directory / "model" / "model.safetensors")
+    return directory, state
+
+
+def _check_safetensors(path: pathlib.Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{path} is missing or corrupt: {error}") from error
+
+
+def restore(system, pool, directory: pathlib.Path, state: dict) -> None:
+    """Optimizer/RNG state into the learners (which loaded the model from `directory`/model), replay and seeds."""
+    ray.get([l.load_checkpoint.remote(str(directory)) for l in system.learners])
+    replay = directory / REPLAY_FILE
+    if replay.exists():
+        try:
+            table = pa.ipc.open_file(pa.memory_map(str(replay))).read_all()
+        except (OSError, pa.ArrowInvalid) as error:
+            raise CheckpointError(f"{replay} is corrupt: {error}") from error
+        counters = {k.removeprefix("replay/"): int(v) for k, v in state["store_counters"].items() if "depth" not in k}
+        ray.get(system.store.restore.remote(table, counters))
+    handles = pool.handles()
+    seeds = {int(i): s for i, s in state["rollout_seeds"].items()}
+    ray.get([h.restore_seed_state.remote(seeds[i]) for i, h in handles.items() if i in seeds])
+    pool.counters.update(state.get("pool_counters", {}))
+
+
+def run_dir_of(directory: pathlib.Path) -> pathlib.Path:
+    """runs/<run>/checkpoints/update_N -> runs/<run>."""
+    return directory.parent.parent

@@ -1,0 +1,115 @@
+"""The deployment files in cluster/ name only things this repo has: entry points, presets and flags, metrics."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import re
+import shlex
+
+import pytest
+import yaml
+
+from cluster import metrics
+from cluster.config import PRESETS, parse_cli
+
+CLUSTER = pathlib.Path(__file__).resolve().parent.parent / "cluster"
+FILES = ["ray-cluster.yaml", "rayjob.yaml", "grafana_dashboard.json"]
+RESOURCES = {"head_node", "rollout_node", "learner_node"}  # the custom resources of cluster/local_cluster.py
+# Metrics another change adds to cluster/metrics.py; listed here too so the dashboard check does not depend on
+# which of the two lands first (kind: how Prometheus names it).
+EXPECTED = {"rollout_actors": "gauge", "rollout_actor_restarts": "counter", "sample_staleness": "histogram"}
+
+
+def registered_metric_names() -> set[str]:
+    """Every Prometheus series name the code registers: `ray_` + `rl4vlm_<name>`, Counters with `_total`,
+    Histograms as `_bucket`/`_sum`/`_count`."""
+    kinds = {k: "gauge" for k in metrics.RAY_GAUGES}
+    kinds |= {k: "counter" for k in getattr(metrics, "RAY_COUNTERS", {})}
+    kinds |= {k: "histogram" for k in getattr(metrics, "RAY_HISTOGRAMS", {})}
+    kinds = {**EXPECTED, **kinds}
+    suffixes = {"gauge": [""], "counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+    return {f"ray_rl4vlm_{k}{s}" for k, kind in kinds.items() for s in suffixes[kind]}
+
+
+def entrypoints(text: str) -> list[list[str]]:
+    """Each `python -m module args...` command in a file's text (comments included), as argv after `-m`."""
+    commands = []
+    for match in re.finditer(r"python -m ([\w.]+)((?:[ \t]+(?:\\\n[\s#]*)?[^\s\\#'\"]+)*)", text):
+        continued = re.sub(r"\\\n[\s#]*", " ", match.group(2))  # a shell line continued, also inside comments
+        commands.append([match.group(1), *shlex.split(continued)])
+    return commands
+
+
+def strings(node) -> list[str]:
+    """All strings inside a parsed YAML/JSON document (folded entry points included)."""
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_files_parse(name):
+    text = (CLUSTER / name).read_text()
+    doc = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+    assert isinstance(doc, dict) and doc
+
+
+@pytest.mark.parametrize("name", ["ray-cluster.yaml", "rayjob.yaml"])
+def test_every_entrypoint_is_a_repo_module_with_main_and_valid_flags(name):
+    text = (CLUSTER / name).read_text()
+    doc = yaml.safe_load(text)
+    commands = entrypoints(text) + [c for s in strings(doc) for c in entrypoints(s)]
+    assert any(c[0] == "cluster.train" for c in commands), f"{name} names no `python -m cluster.train`"
+    for module, *args in commands:
+        assert (CLUSTER.parent / (module.replace(".", "/") + ".py")).exists(), f"{module} is not in this repo"
+        assert callable(getattr(importlib.import_module(module), "main", None)), f"{module} has no main()"
+        if module == "cluster.train":
+            assert args and args[0] in PRESETS, f"{name}: unknown preset in {args}"
+            parse_cli(args)  # every flag exists and the combination validates
+
+
+def test_launcher_config_follows_rays_schema():
+    """The schema `ray up` checks against (shipped with the installed Ray), and our custom resources."""
+    import jsonschema
+    import ray
+
+    schema = json.loads((pathlib.Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    cfg = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    jsonschema.validate(cfg, schema)
+    node_types = cfg["available_node_types"]
+    assert node_types[cfg["head_node_type"]]["resources"] == {"CPU": 0, "head_node": 1}
+    assert {r for t in node_types.values() for r in t["resources"] if r not in ("CPU", "GPU")} == RESOURCES
+    assert all("RAY_AUTH_MODE=token" in c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
+    assert not any("ray stop" in c for c in strings(cfg))  # never on shared machines; these VMs start fresh
+
+
+def test_rayjob_manifest_shape():
+    doc = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayJob"
+    spec = doc["spec"]
+    assert spec["entrypoint"].startswith("python -m cluster.train numberline")
+    cluster = spec["rayClusterSpec"]
+    assert cluster["authOptions"]["mode"] == "token"
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    assert {next(iter(json.loads(json.loads(g["rayStartParams"]["resources"])))) for g in groups} == RESOURCES
+    gpu = [g for g in cluster["workerGroupSpecs"] if "nvidia.com/gpu" in str(g["template"])]
+    assert [json.loads(json.loads(g["rayStartParams"]["resources"])) for g in gpu] == [{"learner_node": 1}]
+
+
+def test_dashboard_queries_only_registered_metrics_and_covers_them():
+    dash = json.loads((CLUSTER / "grafana_dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\bray_rl4vlm_\w+", e)}
+    registered = registered_metric_names()
+    assert queried <= registered, f"queried but never registered: {sorted(queried - registered)}"
+    bases = {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in registered}
+    covered = {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in queried}
+    assert bases <= covered, f"registered but on no panel: {sorted(bases - covered)}"
+    assert all(p["datasource"]["type"] == "prometheus" for p in dash["panels"])
+    assert any("histogram_quantile" in e and "sample_staleness_bucket" in e for e in exprs)
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
