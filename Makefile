@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 TASK   ?= numberline
 ARGS   ?=
+RUNS   ?=
 
-.PHONY: setup setup-gpu train sft test test-fast lint fmt clean-runs
+.PHONY: setup setup-gpu train sft table test test-fast lint fmt clean-runs
 
 setup: $(STAMP)
 
@@ -29,6 +30,10 @@ train: setup
 
 sft: setup
 	$(BIN)/python -m learner.sft --task $(TASK) --out checkpoints/$(TASK)-sft
+
+# The paper-style table (NL, EZP, P24, BJ, average; SFT start and after RL; CoT ablation) from runs/*/eval.json.
+table: setup
+	$(BIN)/python -m cluster.paper_table $(RUNS)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)

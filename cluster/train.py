@@ -101,7 +101,7 @@ def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("learner.sft").setLevel(logging.INFO)  # SFT progress shows while `make train` builds it
-    cfg = parse_cli(argv)
+    cfg, started = parse_cli(argv), time.perf_counter()
     resume_dir, state = checkpointing.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
     name = cfg.run.name or (resume_dir and checkpointing.run_dir_of(resume_dir).name)
     name = name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         checkpointing.restore(system, pool, resume_dir, state)
         push_weights(system, version)
         sft_eval = state["sft_eval"]
-        print(f"resumed from {resume_dir}: update {update}, policy version {version}", flush=True)
+        resume_s = time.perf_counter() - started  # from the command to a system ready to train again
+        print(f"resumed from {resume_dir} in {resume_s:.1f} s: update {update}, policy version {version}", flush=True)
     else:
         sft_eval = evaluate(system, cfg)
         logger.log(0, {**sft_eval, "rollout/total_env_steps": 0})
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rollout_actor_restarts": pool.counters["actor_restarts"],
         "new_actor_first_versions": pool.joined_first_versions(),
         "resumed_from": str(resume_dir) if resume_dir else None,
+        "resume_s": round(resume_s, 1) if resume_dir else None,
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     logger.close()

@@ -88,6 +88,7 @@ def test_resume_continues_at_the_same_policy_version(ray_cluster, tiny_model_pat
 
     resumed = main([*base, "--run.total-updates", "3", "--run.resume", str(tmp_path / "r")])
     assert resumed["resumed_from"].endswith("update_000002")
+    print(f"\nresume: {resumed['resume_s']} s from the command to a system ready to train")
     assert resumed["updates"] == 3 and resumed["policy_version"] == 3
     assert resumed["sft_success"] == first["sft_success"]  # carried over, not re-measured
     rows = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
