@@ -196,3 +196,20 @@ def test_print_table_shows_the_eval_json_values(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| numberline | 200 | 0.245 | 0.610 | 40 | 10240 | 55.0 min |" in out
     assert out.count("|---") == 7 and f"wrote {tmp_path}/eval.json" in out
+
+
+def test_learner_failure_stops_cleanly_with_the_exact_resume_command(tmp_path, monkeypatch, capsys):
+    from learner.checkpoint import write_state_json
+
+    monkeypatch.setattr(train.sys, "argv", ["cluster.train", "numberline", "--ppo.lr", "5e-5"])
+    with pytest.raises(SystemExit) as stop:
+        train.stop_for_resume(tmp_path, RuntimeError("rank 1 died"))
+    assert stop.value.code == 3 and "no checkpoint was written yet" in capsys.readouterr().out
+    checkpoint = tmp_path / "checkpoints" / "update_000005"
+    checkpoint.mkdir(parents=True)
+    write_state_json(checkpoint, {"update": 5})
+    with pytest.raises(SystemExit):
+        train.stop_for_resume(tmp_path, RuntimeError("rank 1 died"))
+    out = capsys.readouterr().out
+    assert "rank 1 died" in out
+    assert f"python -m cluster.train numberline --ppo.lr 5e-5 --run.resume {checkpoint}" in out
