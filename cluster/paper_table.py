@@ -72,7 +72,7 @@ def table(found: dict[tuple[str, bool], dict]) -> str:
     for (task, cot), r in sorted(found.items(), key=lambda kv: (TASKS.index(kv[0][0]), not kv[0][1])):
         solvable = (
             f"{_pct(r.get('sft_success_on_solvable'))} → {_pct(r.get('final_success_on_solvable'))}"
-            if "final_success_on_solvable" in r
+            if r.get("solvable_frac", 1.0) < 1.0  # only Points24 deals can be unsolvable
             else "–"
         )
         sft_min = f"{r['sft_wall_clock_s'] / 60:.1f}" if r.get("sft_wall_clock_s") else "–"

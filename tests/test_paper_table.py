@@ -30,6 +30,7 @@ def test_table_rows_averages_and_newest_run_wins(tmp_path, capsys):
         0.02,
         0.04,
         mtime=150,
+        solvable_frac=0.7,
         sft_success_on_solvable=0.025,
         final_success_on_solvable=0.05,
     )
