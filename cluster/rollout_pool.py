@@ -31,6 +31,7 @@ class Member:
     handle: ray.actor.ActorHandle
     actor_id: int
     generation: int
+    """Unique over the whole pool (ids are reused after a drain; stale calls must not match a new actor)."""
     spawned_at_version: int
     draining: bool = False
     failed_at: float | None = None
@@ -49,12 +50,13 @@ class RolloutPool:
         self.restart_seconds: list[float] = []
         self.first_versions: dict[tuple[int, int], tuple[int, int]] = {}  # (id, gen) -> (current, first sample)
         self.joined: list[tuple[int, int]] = []  # (id, generation) of actors added or replaced mid-run
+        self.spawned = 0
         self.load_seconds: list[float] = []
 
     # ---- membership ------------------------------------------------------------------------------------------
     def start(self, n: int) -> None:
         for actor_id in range(n):
-            self._spawn(actor_id, generation=0)
+            self._spawn(actor_id)
         ray.get([m.handle.policy_version.remote() for m in self.members.values()])  # fail now if one cannot start
 
     def size(self) -> int:
@@ -75,17 +77,19 @@ class RolloutPool:
         free_ids = (i for i in range(10**6) if i not in self.members)
         for _ in range(n - len(active)):
             actor_id = next(free_ids)
-            self._spawn(actor_id, generation=0)
-            self.joined.append((actor_id, 0))
+            self.joined.append((actor_id, self._spawn(actor_id)))
             self.counters["actors_added"] += 1
         log.warning("rollout pool resized to %d actor(s)", n)
 
-    def _spawn(self, actor_id: int, generation: int, failed_at: float | None = None) -> None:
+    def _spawn(self, actor_id: int, failed_at: float | None = None) -> int:
+        """Start an actor under `actor_id` (current weights first); returns its generation."""
         version = self.weights[1] if self.weights else 0  # what its first samples must carry
         handle = self.make_actor(actor_id)
-        self.members[actor_id] = Member(handle, actor_id, generation, version, failed_at=failed_at)
+        self.spawned += 1
+        self.members[actor_id] = Member(handle, actor_id, self.spawned, version, failed_at=failed_at)
         if self.weights is not None:
             self._load(actor_id)
+        return self.spawned
 
     def _retire(self, actor_id: int) -> None:
         member = self.members.pop(actor_id)
@@ -111,8 +115,7 @@ class RolloutPool:
             ray.kill(member.handle)
         except Exception:  # noqa: BLE001 - it may be gone already
             pass
-        self._spawn(actor_id, generation + 1, failed_at=time.perf_counter())
-        self.joined.append((actor_id, generation + 1))
+        self.joined.append((actor_id, self._spawn(actor_id, failed_at=time.perf_counter())))
 
     # ---- calls -----------------------------------------------------------------------------------------------
     def _busy(self, actor_id: int) -> bool:
