@@ -26,12 +26,14 @@ class ReplayStore:
         self.counters = {"added_steps": 0, "taken_steps": 0, "dropped_stale_steps": 0, "refused_chunks": 0}
         self.spill_dir = pathlib.Path(cfg.spill_dir) if cfg.spill_dir else None
         self.spilled = 0
+        self.released = False  # set at the end of a run: nobody takes any more, so nobody may wait on a full store
         if self.spill_dir:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, batch: pa.RecordBatch) -> bool:
         """Accept a chunk of whole episodes, or refuse it (False) while the store is full."""
-        if self.num_steps > 0 and self.num_steps + batch.num_rows > self.cfg.capacity_steps:
+        full = self.num_steps > 0 and self.num_steps + batch.num_rows > self.cfg.capacity_steps
+        if full and not self.released:
             self.counters["refused_chunks"] += 1
             return False
         table = pa.Table.from_batches([batch])
@@ -73,6 +75,10 @@ class ReplayStore:
             sizes[k] += episode.num_rows
         tables = [pa.concat_tables(s) for s in shards]
         return _maybe_put(tables)
+
+    def release(self) -> None:
+        """End of a run: accept every remaining chunk, so rollout actors blocked by back-pressure can finish."""
+        self.released = True
 
     def export(self) -> pa.Table | None:
         """Every episode still held (for a checkpoint), without removing them."""

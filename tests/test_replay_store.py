@@ -112,6 +112,19 @@ def test_capacity_refuses_then_accepts_after_take():
     assert s.num_steps == 9 and s.counters["refused_chunks"] == 2
 
 
+def test_released_store_accepts_past_capacity_and_export_restore_round_trip():
+    """At the end of a run nobody takes any more: a full store must not keep a rollout actor waiting."""
+    s = store(capacity_steps=4)
+    assert s.add(episodes([4], prefix="a"))
+    assert s.add(episodes([2, 3], prefix="b")) is False
+    s.release()
+    assert s.add(episodes([2, 3], prefix="b")) and s.num_steps == 9
+    copy = store()
+    copy.restore(s.export(), {"added_steps": 9})
+    assert copy.num_steps == 9 and len(copy.episodes) == 3 and copy.counters["added_steps"] == 9
+    assert [e.num_rows for e in copy.episodes] == [e.num_rows for e in s.episodes]
+
+
 def test_empty_store_accepts_oversized_chunk():
     s = store(capacity_steps=4)
     assert s.add(episodes([6]))  # refusing it forever would deadlock the actor
