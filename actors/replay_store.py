@@ -1,7 +1,7 @@
 """ReplayStore: the shared, bounded, policy-version-aware store between rollout actors and learner ranks.
 
-Holds Arrow record batches of whole episodes. `add` refuses a chunk when the store is full, and the rollout
-actor waits (back-pressure, memory stays bounded). `take` hands out whole episodes, oldest first, dropping
+Holds Arrow record batches of whole episodes. When full, `add` evicts the oldest episodes (counted; memory
+stays bounded, and no rollout actor ever waits on the store). `take` hands out whole episodes, oldest first, dropping
 those generated more than `max_policy_lag` versions behind the learner (counted), split into balanced shards
 for the learner ranks. A plain class: cluster/launch.py makes it a Ray actor.
 """
@@ -23,19 +23,23 @@ class ReplayStore:
         self.cfg = cfg
         self.episodes: collections.deque[pa.Table] = collections.deque()
         self.num_steps = 0
-        self.counters = {"added_steps": 0, "taken_steps": 0, "dropped_stale_steps": 0, "refused_chunks": 0}
+        self.counters = {"added_steps": 0, "taken_steps": 0, "dropped_stale_steps": 0, "evicted_steps": 0}
         self.spill_dir = pathlib.Path(cfg.spill_dir) if cfg.spill_dir else None
         self.spilled = 0
-        self.released = False  # set at the end of a run: nobody takes any more, so nobody may wait on a full store
         if self.spill_dir:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, batch: pa.RecordBatch) -> bool:
-        """Accept a chunk of whole episodes, or refuse it (False) while the store is full."""
-        full = self.num_steps > 0 and self.num_steps + batch.num_rows > self.cfg.capacity_steps
-        if full and not self.released:
-            self.counters["refused_chunks"] += 1
-            return False
+        """Accept a chunk of whole episodes; when full, first evict the oldest episodes (counted).
+
+        Evicting rather than refusing: a refused actor would wait inside its `collect`, and every other call
+        to it (a weight load, an evaluation, a checkpoint's seed query) would wait behind it while the driver
+        waits on that call: a deadlock once rollout outpaces the learner. The oldest episodes are the stalest.
+        """
+        while self.episodes and self.num_steps + batch.num_rows > self.cfg.capacity_steps:
+            evicted = self.episodes.popleft()
+            self.num_steps -= evicted.num_rows
+            self.counters["evicted_steps"] += evicted.num_rows
         table = pa.Table.from_batches([batch])
         if self.spill_dir:
             pq.write_table(table, self.spill_dir / f"chunk-{self.spilled:06d}.parquet")
@@ -75,10 +79,6 @@ class ReplayStore:
             sizes[k] += episode.num_rows
         tables = [pa.concat_tables(s) for s in shards]
         return _maybe_put(tables)
-
-    def release(self) -> None:
-        """End of a run: accept every remaining chunk, so rollout actors blocked by back-pressure can finish."""
-        self.released = True
 
     def export(self) -> pa.Table | None:
         """Every episode still held (for a checkpoint), without removing them."""

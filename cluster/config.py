@@ -81,7 +81,7 @@ class RolloutConfig:
 @dataclass
 class ReplayConfig:
     capacity_steps: int = 2048
-    """Most steps held; a full store refuses new chunks and the rollout actor waits (back-pressure)."""
+    """Most steps held; a full store evicts its oldest episodes to take a new chunk (counted)."""
     max_policy_lag: int = 1
     """Episodes with a step more than this many versions behind the learner are dropped (counted)."""
     spill_dir: str = ""

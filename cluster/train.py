@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
             checkpointing.save(system, pool, cfg, run_dir, progress)
         system.control.report.remote({**progress, "actors": pool.size(), **pool.counters}, pool.handles())
 
-    # Let in-flight collects finish before the final weights and evaluation; one may be waiting on a full store.
-    ray.get(system.store.release.remote())
-    pool.drain()
+    pool.drain()  # let in-flight collects finish before the final weights and evaluation
     if version % cfg.learner.push_every:
         push_weights(system, version)
     final_eval = evaluate(system, cfg)

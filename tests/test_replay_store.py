@@ -30,7 +30,7 @@ STAT_KEYS = {
     "replay/added_steps",
     "replay/taken_steps",
     "replay/dropped_stale_steps",
-    "replay/refused_chunks",
+    "replay/evicted_steps",
     "replay/depth_steps",
     "replay/depth_episodes",
 }
@@ -99,36 +99,25 @@ def test_take_returns_none_when_not_enough():
     assert s.take(min_steps=5, learner_version=0)[0].num_rows == 5
 
 
-def test_capacity_refuses_then_accepts_after_take():
+def test_full_store_evicts_the_oldest_episodes():
     s = store(capacity_steps=10)
     assert s.add(episodes([4, 4], prefix="a"))
-    assert s.add(episodes([3], prefix="b")) is False  # 8 + 3 > 10
-    assert s.add(episodes([5], prefix="c")) is False
-    assert s.counters["refused_chunks"] == 2
-    assert s.num_steps == 8 and s.counters["added_steps"] == 8
-    assert s.add(episodes([2], prefix="d"))  # 8 + 2 == 10 fits
-    assert s.take(min_steps=4, learner_version=0)[0].num_rows == 4
-    assert s.add(episodes([3], prefix="b"))
-    assert s.num_steps == 9 and s.counters["refused_chunks"] == 2
+    assert s.add(episodes([3], prefix="b"))  # 8 + 3 > 10: the oldest episode (a-0, 4 steps) goes
+    assert s.num_steps == 7 and s.counters["evicted_steps"] == 4 and s.counters["added_steps"] == 11
+    assert s.add(episodes([2], prefix="c"))  # 7 + 2 fits
+    assert s.counters["evicted_steps"] == 4
+    assert s.add(episodes([12], prefix="d"))  # larger than the store: everything older goes, it stays
+    assert s.num_steps == 12 and len(s.episodes) == 1
+    assert s.take(min_steps=4, learner_version=0)[0].num_rows == 12
 
 
-def test_released_store_accepts_past_capacity_and_export_restore_round_trip():
-    """At the end of a run nobody takes any more: a full store must not keep a rollout actor waiting."""
-    s = store(capacity_steps=4)
-    assert s.add(episodes([4], prefix="a"))
-    assert s.add(episodes([2, 3], prefix="b")) is False
-    s.release()
-    assert s.add(episodes([2, 3], prefix="b")) and s.num_steps == 9
+def test_export_restore_round_trip():
+    s = store()
+    s.add(episodes([4, 2, 3], prefix="a"))
     copy = store()
     copy.restore(s.export(), {"added_steps": 9})
     assert copy.num_steps == 9 and len(copy.episodes) == 3 and copy.counters["added_steps"] == 9
     assert [e.num_rows for e in copy.episodes] == [e.num_rows for e in s.episodes]
-
-
-def test_empty_store_accepts_oversized_chunk():
-    s = store(capacity_steps=4)
-    assert s.add(episodes([6]))  # refusing it forever would deadlock the actor
-    assert s.add(episodes([1], prefix="z")) is False
 
 
 def test_stale_episodes_dropped_and_counted():
@@ -181,11 +170,7 @@ def test_spill_dir_writes_readable_parquet(tmp_path):
     s = store(spill_dir=str(spill), capacity_steps=5)
     b1, b2 = episodes([2, 3], prefix="a"), episodes([4], prefix="b")
     assert s.add(b1)
-    assert s.add(b2) is False  # refused chunks are not archived
-    files = sorted(spill.glob("*.parquet"))
-    assert [f.name for f in files] == ["chunk-000000.parquet"]
-    s.take(min_steps=5, learner_version=0)
-    assert s.add(b2)
+    assert s.add(b2)  # evicts b1's episodes from the store; the archive keeps every chunk
     files = sorted(spill.glob("*.parquet"))
     assert len(files) == 2
     for f, b in zip(files, (b1, b2)):
@@ -201,8 +186,8 @@ def test_stats_keys_and_values():
     st = s.stats()
     assert set(st) == STAT_KEYS
     assert all(isinstance(v, float) for v in st.values())
-    assert st["replay/added_steps"] == 3.0 and st["replay/refused_chunks"] == 1.0
-    assert st["replay/depth_steps"] == 3.0 and st["replay/depth_episodes"] == 1.0
+    assert st["replay/added_steps"] == 5.0 and st["replay/evicted_steps"] == 3.0
+    assert st["replay/depth_steps"] == 2.0 and st["replay/depth_episodes"] == 1.0
 
 
 def test_every_shard_gets_an_episode():
