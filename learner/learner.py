@@ -9,6 +9,7 @@ A plain class; cluster/launch.py wraps it with `ray.remote`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import pathlib
@@ -24,6 +25,22 @@ from cluster.schema import WeightsPayload
 from learner import ppo
 from learner.batch import TokenTexts, collate, samples_from_table
 from learner.policy_model import PolicyWithValue, load_policy, save_policy, vllm_key
+
+
+def clear_stale_build_lock(extension: str, max_age_s: float = 600.0) -> bool:
+    """Remove a JIT-build lock left by a killed process (DeepSpeed builds its CPU shm op on first use, ~45 s).
+
+    torch's FileBaton waits forever on a lock whose owner died, so every later learner would hang at start.
+    A lock older than any real build is taken as stale.
+    """
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = pathlib.Path(_get_build_directory(extension, verbose=False)) / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > max_age_s:
+        logging.getLogger(__name__).warning("removing stale build lock %s", lock)
+        lock.unlink(missing_ok=True)
+        return True
+    return False
 
 
 class LearnerWorker:
@@ -50,6 +67,7 @@ class LearnerWorker:
         )
         import deepspeed
 
+        clear_stale_build_lock("deepspeed_shm_comm")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend)
         torch.manual_seed(seed + rank)
