@@ -46,7 +46,8 @@ def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pa
     if table is not None:
         with pa.OSFile(str(path / REPLAY_FILE), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-    seeds = {str(i): ray.get(h.seed_state.remote()) for i, h in pool.handles().items()}
+    handles = pool.handles()  # ask every actor at once: each answers after its running collect
+    seeds = dict(zip(map(str, handles), ray.get([h.seed_state.remote() for h in handles.values()])))
     state = {
         "run": fingerprint(cfg),
         **progress,

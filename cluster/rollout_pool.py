@@ -47,11 +47,11 @@ class RolloutPool:
         self.weights: tuple[ray.ObjectRef, int] | None = None  # the latest pushed payload ref and its version
         self.results: list[dict[str, float]] = []  # harvested collect metrics, emptied by `take_results`
         self.counters = {"actor_restarts": 0, "lost_collects": 0, "actors_added": 0, "actors_removed": 0}
-        self.restart_seconds: list[float] = []
+        self.last_restart_s: float | None = None  # crash seen -> replacement holds the current weights
         self.first_versions: dict[tuple[int, int], tuple[int, int]] = {}  # (id, gen) -> (current, first sample)
         self.joined: list[tuple[int, int]] = []  # (id, generation) of actors added or replaced mid-run
         self.spawned = 0
-        self.load_seconds: list[float] = []
+        self.last_load_s: float | None = None
 
     # ---- membership ------------------------------------------------------------------------------------------
     def start(self, n: int) -> None:
@@ -159,9 +159,9 @@ class RolloutPool:
             if member is None or member.generation != generation:
                 continue
             if kind == "load":
-                self.load_seconds.append(result["timing/weight_load_s"])
+                self.last_load_s = result["timing/weight_load_s"]
                 if member.failed_at is not None:
-                    self.restart_seconds.append(time.perf_counter() - member.failed_at)
+                    self.last_restart_s = time.perf_counter() - member.failed_at
                     member.failed_at = None
                 continue
             self.results.append(result)
@@ -195,8 +195,8 @@ class RolloutPool:
     def stats(self) -> dict[str, float]:
         out = {f"rollout/{k}": float(v) for k, v in self.counters.items()}
         out["rollout/actors"] = float(self.size())
-        if self.restart_seconds:
-            out["rollout/restart_s_last"] = self.restart_seconds[-1]
+        if self.last_restart_s is not None:
+            out["rollout/restart_s_last"] = self.last_restart_s
         return out
 
     def shutdown(self) -> None:

@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         window_t0, total_steps = time.perf_counter(), total_steps + rollout["rollout/env_steps"]
         metrics.update(rollout, **pool.stats(), **ray.get(system.store.stats.remote()))
         metrics["rollout/total_env_steps"] = total_steps
-        if pool.load_seconds:
-            metrics["timing/weight_load_s"] = pool.load_seconds[-1]
+        if pool.last_load_s is not None:
+            metrics["timing/weight_load_s"] = pool.last_load_s
         if cfg.run.eval_every and update % cfg.run.eval_every == 0 and update < cfg.run.total_updates:
             metrics.update(evaluate(system, cfg))
         logger.log(update, metrics)
@@ -217,7 +217,7 @@ def stop_for_resume(run_dir: pathlib.Path, error: Exception) -> None:
         checkpoint = checkpointing.resolve(run_dir)
     except checkpointing.CheckpointError:
         checkpoint = None
-    args = [a for a in sys.argv[1:]] or ["<preset>"]
+    args = sys.argv[1:] or ["<preset>"]
     hint = (
         f"resume with:\n  python -m cluster.train {' '.join(args)} --run.resume {checkpoint}"
         if checkpoint

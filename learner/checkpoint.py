@@ -3,8 +3,8 @@
 Layout of `runs/<run>/checkpoints/update_000010/` (written by the driver and the learner ranks together):
 
     model/                      HF-format policy (safetensors + config + tokenizer) and value_head/
-    optimizer_rank0.safetensors tensors of rank 0's optimizer state, its torch RNG state
-    optimizer_rank0.json        the rest of rank 0's optimizer state (structure, scalars), update count, RNGs
+    learner_rank0.safetensors   tensors of rank 0's optimizer state, its torch RNG state
+    learner_rank0.json          the rest of rank 0's optimizer state (structure, scalars), update count, RNGs
     replay.arrow                the episodes the replay store still held (Arrow IPC)
     state.json                  policy version, counters, rollout seeds/RNGs, what the run was (written last)
 
@@ -40,11 +40,9 @@ def flatten(obj, tensors: dict[str, torch.Tensor] | None = None, path: str = "s"
     if type(obj) in _PLAIN:
         return tensors, {"t": "value", "v": obj}
     if isinstance(obj, dict):
-        items = []
-        for i, (k, v) in enumerate(obj.items()):
-            if type(k) not in (int, str):
-                return tensors, {"t": "opaque", "type": type(obj).__name__}
-            items.append([k, flatten(v, tensors, f"{path}.{i}")[1]])
+        if any(type(k) not in (int, str) for k in obj):  # checked first: no tensor of it may land in the file
+            return tensors, {"t": "opaque", "type": type(obj).__name__}
+        items = [[k, flatten(v, tensors, f"{path}.{i}")[1]] for i, (k, v) in enumerate(obj.items())]
         return tensors, {"t": "dict", "items": items}
     if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
         kind = "list" if isinstance(obj, list) else "tuple"
