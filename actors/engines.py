@@ -87,6 +87,9 @@ class HFEngine:
         from learner.policy_model import load_policy
 
         self.vlm, self.processor, _ = load_policy(model_path, with_value_head=False)
+        # The first GPU this process sees, if any, else the CPU (as vLLM picks its device).
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.vlm.to(self.device)
         self.tokenizer = self.processor.tokenizer
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
@@ -98,7 +101,7 @@ class HFEngine:
         self.tokenizer.padding_side = "left"
         enc = self.processor(
             text=prompts, images=[Image.fromarray(i) for i in images], return_tensors="pt", padding=True
-        )
+        ).to(self.device)
         out = self.vlm.generate(
             **enc,
             do_sample=True,

@@ -89,15 +89,21 @@ class LearnerWorker:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=self.module, optimizer=optimizer, config=ds_config
         )
+        # Where DeepSpeed put the module (cuda:LOCAL_RANK or cpu): batches go there, replay data stays on the host.
+        self.device = torch.device(self.engine.device)
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
-        self.banned = torch.tensor(banned_token_ids(tokenizer))
+        self.banned = torch.tensor(banned_token_ids(tokenizer), device=self.device)
         self.token_texts = TokenTexts(tokenizer)
         self.updates = 0
 
     # ---- scoring ---------------------------------------------------------------------------------------------
     def _score(self, batch: dict[str, torch.Tensor], detach_value: bool = False):
-        """Forward one micro-batch: λ-scaled sequence log-probs (B,), values (B,), token log-probs (B, R)."""
+        """Forward one micro-batch: λ-scaled sequence log-probs (B,), values (B,), token log-probs (B, R).
+
+        Inputs are moved to the module's device; the outputs stay there (the PPO loss needs their gradients).
+        """
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         logits, values = self.engine(
             batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"], detach_value
         )
@@ -114,7 +120,7 @@ class LearnerWorker:
     def _all_reduce(self, values: list[float], op=None) -> list[float]:
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)  # NCCL: device tensors
         if self.world_size > 1:
             dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
         return t.tolist()
@@ -146,7 +152,7 @@ class LearnerWorker:
                 seq, val, _ = self._score(batch)
                 if k * mb >= n:
                     continue
-                old_logp[i : i + mb], old_values[i : i + mb] = seq, val
+                old_logp[i : i + mb], old_values[i : i + mb] = seq.cpu(), val.cpu()
                 behav_logp[i : i + mb] = ppo.scaled_sequence_logprob(
                     batch["behaviour_logprobs"], batch["response_mask"], batch["action_start"], cfg.cot_coef
                 )
@@ -180,8 +186,11 @@ class LearnerWorker:
                 idx = order[j * mb : (j + 1) * mb]
                 batch = collate([samples[i] for i in idx], self.processor.image_processor, self.pad_id)
                 new_logp, values, _ = self._score(batch, detach_value=warmup)
-                pg_loss, stats = ppo.policy_loss(new_logp, old_logp[idx], advantages[idx], cfg.clip, weights[idx])
-                v_loss = ppo.value_loss(values, old_values[idx], returns[idx], cfg.clip)
+                dev = new_logp.device
+                pg_loss, stats = ppo.policy_loss(
+                    new_logp, old_logp[idx].to(dev), advantages[idx].to(dev), cfg.clip, weights[idx].to(dev)
+                )
+                v_loss = ppo.value_loss(values, old_values[idx].to(dev), returns[idx].to(dev), cfg.clip)
                 loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite PPO loss at update {self.updates}: {loss.item()}")

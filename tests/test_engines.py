@@ -36,14 +36,15 @@ def expanded_ids(processor, prompt: str, image: np.ndarray) -> list[int]:
 
 @torch.no_grad()
 def manual_logprobs(vlm, processor, prompt_ids, response_ids, image) -> np.ndarray:
+    device = next(vlm.parameters()).device  # the CPU here; tests/test_gpu.py scores on CUDA
     pixels = processor.image_processor(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"]
-    ids = torch.tensor([prompt_ids + response_ids])
-    logits = vlm(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0].float()
+    ids = torch.tensor([prompt_ids + response_ids], device=device)
+    logits = vlm(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels.to(device)).logits[0].float()
     P, n = len(prompt_ids), len(response_ids)
     scaled = logits[P - 1 : P - 1 + n] / T
     scaled[:, banned_token_ids(processor.tokenizer)] = float("-inf")
     logp = torch.log_softmax(scaled, -1)
-    return logp.gather(-1, torch.tensor(response_ids).unsqueeze(-1)).squeeze(-1).numpy()
+    return logp.gather(-1, torch.tensor(response_ids, device=device).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +89,10 @@ def test_hf_engine_never_samples_banned_ids_even_when_they_dominate(hf_engine):
         prompts, images = batch()
         gens = hf_engine.generate(prompts, images)
         pixels = hf_engine.processor.image_processor(images=[Image.fromarray(images[0])], return_tensors="pt")
-        ids = torch.tensor([gens[0].prompt_ids])
+        device = hf_engine.device  # the CPU here, CUDA on a GPU host
+        ids = torch.tensor([gens[0].prompt_ids], device=device)
         with torch.no_grad():
-            logits = hf_engine.vlm(input_ids=ids, pixel_values=pixels["pixel_values"]).logits[0, -1]
+            logits = hf_engine.vlm(input_ids=ids, pixel_values=pixels["pixel_values"].to(device)).logits[0, -1]
         assert int(logits.argmax()) in banned  # the boost really makes a banned id the favourite
         for gen, image in zip(gens, images):
             assert len(gen.response_ids) > 0 and not set(banned) & set(gen.response_ids)

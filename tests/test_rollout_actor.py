@@ -205,14 +205,14 @@ def perturbed(actor, version: int) -> tuple[WeightsPayload, dict[str, np.ndarray
     """The engine's own weights plus noise, as a payload with vLLM names; also returns them by HF name."""
     gen = torch.Generator().manual_seed(version)
     hf = {
-        n: (p.detach() + 0.01 * torch.randn(p.shape, generator=gen)).numpy().astype(np.float32)
+        n: (p.detach().cpu() + 0.01 * torch.randn(p.shape, generator=gen)).numpy().astype(np.float32)
         for n, p in actor.engine.vlm.named_parameters()
     }
     return WeightsPayload.build(version, [(vllm_key(n), a) for n, a in hf.items()]), hf
 
 
 def weights(actor) -> dict[str, np.ndarray]:
-    return {n: p.detach().numpy().copy() for n, p in actor.engine.vlm.named_parameters()}
+    return {n: p.detach().cpu().numpy().copy() for n, p in actor.engine.vlm.named_parameters()}
 
 
 def test_load_weights_sets_version_and_tags_later_samples(tiny_model_path, store):
