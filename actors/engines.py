@@ -25,6 +25,18 @@ class Generation:
     text: str
 
 
+def max_positions(model_path: str) -> int:
+    """The checkpoint's longest sequence (the embedded model's TinyVLMShape.max_positions; 1024 if unknown)."""
+    import json
+    import pathlib
+
+    config = pathlib.Path(model_path) / "config.json"
+    if not config.exists():
+        return 1024
+    text = json.loads(config.read_text()).get("text_config", {})
+    return int(text.get("max_position_embeddings", 1024))
+
+
 def banned_token_ids(tokenizer) -> list[int]:
     """Special ids a response may not contain: everything special except EOS."""
     return sorted(i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id)
@@ -42,7 +54,7 @@ class VLLMEngine:
             model=model_path,
             dtype="float32",
             logprobs_mode="processed_logprobs",
-            max_model_len=1024,
+            max_model_len=max_positions(model_path),
             enforce_eager=True,
             seed=seed,
             limit_mm_per_prompt={"image": 1},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch
 from actors.engines import make_engine
 from cluster.config import EnvConfig, RolloutConfig
 from cluster.schema import StepRecord, WeightsPayload, encode_png, to_record_batch
-from envs import TASKS, make_env
-from envs.parsing import parse_action
+from envs import TASKS, episode_success, make_env
+from envs.parsing import parse_action, parse_command
 from envs.prompts import chat_prompt, task_prompt
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class EnvSlot:
     obs: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
+    pending: Future | None = None
+    """A reset running off the batch's path (tasks with slow resets); the slot sits out until it is done."""
 
 
 class RolloutActor:
@@ -47,6 +50,9 @@ class RolloutActor:
         self.rng = np.random.default_rng(env_cfg.seed + 7919 * actor_id)  # random actions for invalid text
         self.version = 0
         self.counters = {"env_failures": 0, "store_waits": 0}
+        # ALFWorld resets load (or first generate) a game: seconds. They run in threads so one slow reset
+        # never stalls the batch: the other env copies keep stepping and the slot rejoins when it is ready.
+        self.resets = ThreadPoolExecutor(env_cfg.envs_per_actor) if self.task.slow_reset else None
         self.slots = [EnvSlot(make_env(env_cfg.task), i) for i in range(env_cfg.envs_per_actor)]
         for slot in self.slots:
             self._reset(slot)
@@ -65,7 +71,10 @@ class RolloutActor:
         }
 
     def _step_all(self, slots: list[EnvSlot], stats: Stats, train: bool = True):
-        """One batched generate for `slots`, then one env step each. Returns [(slot, finished episode steps)]."""
+        """One batched generate for the ready `slots`, then one env step each. Returns [(slot, finished steps)]."""
+        slots = self._ready(slots, train)
+        if not slots:
+            return []
         prompts = [chat_prompt(task_prompt(self.env_cfg.task, s.info, self.env_cfg.cot)) for s in slots]
         t0 = time.perf_counter()
         gens = self.engine.generate(prompts, [s.obs for s in slots])
@@ -73,10 +82,15 @@ class RolloutActor:
         finished = []
         t0 = time.perf_counter()
         for slot, gen in zip(slots, gens, strict=True):
-            parsed = parse_action(gen.text, self.task.action_names, self.rng, self.task.ten_rule)
+            if self.task.text_actions:
+                parsed = parse_command(gen.text, slot.info.get("admissible_commands", []), self.rng)
+                env_action = parsed.command
+            else:
+                parsed = parse_action(gen.text, self.task.action_names, self.rng, self.task.ten_rule)
+                env_action = parsed.action
             image = slot.obs
             try:
-                slot.obs, reward, terminated, truncated, slot.info = slot.env.step(parsed.action)
+                slot.obs, reward, terminated, truncated, slot.info = slot.env.step(env_action)
             except Exception:  # a broken env loses its episode, never the batch: count, log, recreate
                 log.exception("actor %d env %d failed; episode dropped", self.actor_id, slot.index)
                 self.counters["env_failures"] += 1
@@ -107,7 +121,12 @@ class RolloutActor:
             stats.add_step(gen, parsed.valid)
             if terminated or truncated:
                 finished.append((slot, slot.steps))
-                self._reset(slot, train)
+                stats.add_episode(
+                    episode_success(self.env_cfg.task, [s.reward for s in slot.steps], terminated),
+                    slot.info.get("task_type"),
+                )
+                if train:  # evaluation drops finished slots and opens new ones for the next seeds
+                    self._reset(slot, train)
         stats.env_seconds += time.perf_counter() - t0
         return finished
 
@@ -121,7 +140,32 @@ class RolloutActor:
         # shows its own empty formula. The paper's SB3 vector env auto-resets inside step() and its prompt kept
         # the finished episode's last info (the old formula next to the new deal); we deliberately do not
         # reproduce that quirk: prompt and image always describe the same state.
-        slot.obs, slot.info = slot.env.reset(seed=slot.seed)
+        if self.resets is None:
+            slot.obs, slot.info = slot.env.reset(seed=slot.seed)
+        else:
+            slot.pending = self.resets.submit(slot.env.reset, seed=slot.seed)
+
+    def _ready(self, slots: list[EnvSlot], train: bool) -> list[EnvSlot]:
+        """The slots whose reset has finished (waits for the first one only when none is ready)."""
+        pending = [s.pending for s in slots if s.pending is not None]
+        if pending and len(pending) == len(slots):
+            wait(pending, return_when=FIRST_COMPLETED)
+        ready = []
+        for slot in slots:
+            if slot.pending is not None:
+                if not slot.pending.done():
+                    continue
+                future, slot.pending = slot.pending, None
+                try:
+                    slot.obs, slot.info = future.result()
+                except Exception:  # a game that fails to load loses nothing collected: count, log, recreate
+                    log.exception("actor %d env %d reset failed; env recreated", self.actor_id, slot.index)
+                    self.counters["env_failures"] += 1
+                    slot.env = make_env(self.env_cfg.task)
+                    self._reset(slot, train)
+                    continue
+            ready.append(slot)
+        return ready
 
     def _ship(self, episodes: list[list[StepRecord]]) -> None:
         if not episodes or self.store is None:
@@ -135,7 +179,7 @@ class RolloutActor:
     def evaluate(self, num_episodes: int, seed_base: int) -> dict[str, float]:
         """Run `num_episodes` on held-out seeds with the current weights; nothing goes to the store."""
         stats = Stats()
-        returns, solvable, pending = [], [], list(range(num_episodes))
+        returns, wins, solvable, pending = [], [], [], list(range(num_episodes))
         slots: list[EnvSlot] = []
         deal_solvable: dict[int, bool] = {}  # per slot, read at reset: the slot's info changes once it finishes
         while pending or slots:
@@ -146,12 +190,17 @@ class RolloutActor:
                 slots.append(slot)
             finished = self._step_all(slots, stats, train=False)
             returns.extend(sum(s.reward for s in episode) for _, episode in finished)
+            wins.extend(
+                episode_success(self.env_cfg.task, [s.reward for s in ep], ep[-1].terminated) for _, ep in finished
+            )
             solvable.extend(deal_solvable.pop(id(slot)) for slot, _ in finished)
             done = {id(slot) for slot, _ in finished}
             slots = [s for s in slots if id(s) not in done]
         returns, solvable = np.array(returns), np.array(solvable, dtype=bool)
-        won = returns > 0  # the paper's success: episode return > 0
-        return {
+        won = np.array(wins, dtype=bool)  # gym_cards: return > 0 (the paper's); ALFWorld: won
+        by_type = {f"eval/n/{t}": float(n) for t, n in stats.type_episodes.items()}
+        by_type |= {f"eval/won/{t}": float(n) for t, n in stats.type_wins.items()}
+        return by_type | {
             "eval/episodes": float(len(returns)),
             "eval/success": float(won.mean()),
             "eval/return": float(returns.mean()),
@@ -196,7 +245,9 @@ class Stats:
     """Counters of one collect/evaluate call."""
 
     def __init__(self):
-        self.steps = self.tokens = self.invalid = 0
+        self.steps = self.tokens = self.invalid = self.successes = 0
+        self.type_episodes: dict[str, int] = {}  # ALFWorld: episodes and wins per task type
+        self.type_wins: dict[str, int] = {}
         self.gen_seconds = self.env_seconds = 0.0
         self.finished: list[list[StepRecord]] = []
         self.t0 = time.perf_counter()
@@ -206,6 +257,12 @@ class Stats:
         self.tokens += len(gen.response_ids)
         self.invalid += int(not valid)
 
+    def add_episode(self, success: bool, task_type: str | None) -> None:
+        self.successes += int(success)
+        if task_type:
+            self.type_episodes[task_type] = self.type_episodes.get(task_type, 0) + 1
+            self.type_wins[task_type] = self.type_wins.get(task_type, 0) + int(success)
+
     def metrics(self, version: int, counters: dict) -> dict[str, float]:
         returns = [sum(s.reward for s in ep) for ep in self.finished]
         wall = time.perf_counter() - self.t0
@@ -213,7 +270,7 @@ class Stats:
             "rollout/env_steps": float(self.steps),
             "rollout/tokens": float(self.tokens),
             "rollout/episodes": float(len(returns)),
-            "rollout/successes": float(sum(r > 0 for r in returns)),
+            "rollout/successes": float(self.successes),
             "rollout/return_sum": float(sum(returns)),
             "rollout/invalid": float(self.invalid),
             "rollout/policy_version": float(version),

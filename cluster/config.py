@@ -20,7 +20,7 @@ from learner.policy_model import TinyVLMShape
 
 @dataclass
 class EnvConfig:
-    task: Literal["numberline", "ezpoints", "points24", "blackjack"] = "numberline"
+    task: Literal["numberline", "ezpoints", "points24", "blackjack", "alfworld"] = "numberline"
     """Which gym_cards task to train on (each has a preset of the same name with its own checkpoint)."""
     cot: bool = True
     """Chain-of-thought prompt (paper) or the action-only prompt (the "w/o CoT" ablation)."""
@@ -76,6 +76,12 @@ class RolloutConfig:
     """Custom Ray resources each rollout actor needs, e.g. {"rollout_node": 1} to keep them on env/CPU nodes."""
     max_restarts: int = 20
     """Crashed rollout actors are replaced automatically, at most this many times per run."""
+    max_backlog_updates: float = 1.0
+    """Throttle of continuous rollout: an idle actor starts another collect only while the replay store plus the
+    running collects hold fewer unused env steps than this many PPO updates need (values below 1 count as 1, so
+    the learner never waits on it); 0 turns it off, and rollout then runs flat out. Unthrottled on 2 cores,
+    ~2/3 of the collected steps were evicted unused and the rollout competed with the learner for CPU
+    (docs/bench/report.md, "Profile and fix")."""
 
 
 @dataclass
@@ -259,6 +265,31 @@ def blackjack() -> Config:
     return _card_task("blackjack", max_new_tokens=128, samples=SFTConfig.samples, vision_steps=1000)
 
 
+def alfworld() -> Config:
+    """ALFWorld text games (generated offline unless ALFWORLD_DATA holds the official ones), embedded tiny VLM.
+
+    λ (ppo.cot_coef) 0.2, the paper's ALFWorld value. Prompts carry the scene text and every admissible command:
+    up to ~720 tokens in this tokenizer (350 on average; measured over corpus episodes), so the model takes
+    2048 positions. Expert answers are at most 56 tokens: max_new_tokens 80. Evaluation plays each of the 120
+    generated unseen-floor-plan games up to 30 (5 per task type; --run.eval-episodes 120 plays each once). Env
+    steps cost ~0.05 s and prompts are ~3x a card task's, so fewer env copies, samples and updates fit the
+    2-core time budget.
+    """
+    cfg = Config()
+    cfg.env.task = "alfworld"
+    cfg.env.envs_per_actor = 8
+    cfg.model.path = "checkpoints/alfworld-sft"
+    cfg.model.shape.max_positions = 2048
+    cfg.rollout.max_new_tokens = 80
+    cfg.ppo.cot_coef = 0.2
+    cfg.ppo.steps_per_update = 128
+    cfg.run.total_updates = 8
+    cfg.run.eval_every = 0
+    cfg.run.eval_episodes = 30  # 5 unseen games per task type: an episode the policy loses runs all 50 steps
+    cfg.sft.samples = 1000
+    return cfg
+
+
 def tiny() -> Config:
     """Seconds-scale settings for tests: a few envs, short responses, tiny updates."""
     cfg = Config()
@@ -282,6 +313,7 @@ PRESETS = {
     "ezpoints": ("EZPoints (two cards, formula = 12), embedded tiny VLM, SFT then PPO.", ezpoints()),
     "points24": ("Points24 (four cards, formula = 24), embedded tiny VLM, SFT then PPO.", points24()),
     "blackjack": ("Blackjack against the dealer, embedded tiny VLM, SFT then PPO.", blackjack()),
+    "alfworld": ("ALFWorld text games (six task types), embedded tiny VLM, SFT then PPO.", alfworld()),
     "tiny": ("A seconds-scale run for tests and smoke checks.", tiny()),
 }
 

@@ -71,12 +71,27 @@ def evaluate(system: System, cfg: Config, attempts: int = 3) -> dict[str, float]
     else:
         raise RuntimeError(f"evaluation failed {attempts} times: rollout actors keep dying")
     total = sum(r["eval/episodes"] for r in results)
-    out = {key: sum(r[key] * r["eval/episodes"] for r in results) / total for key in results[0]}
+    keys = {k for r in results for k in r}
+    counts = {k for k in keys if k.startswith(("eval/n/", "eval/won/"))}  # ALFWorld per task type: summed
+    out = {k: sum(r[k] * r["eval/episodes"] for r in results) / total for k in keys - counts}
+    out |= {k: sum(r.get(k, 0.0) for r in results) for k in counts}
+    out |= {f"eval/success/{k[7:]}": out[f"eval/won/{k[7:]}"] / out[k] for k in counts if k.startswith("eval/n/")}
     out["eval/episodes"] = total
     if "eval/success_on_solvable" in out:  # a rate over solvable deals: weight each actor by its solvable count
         solvable = [r["eval/episodes"] * r["eval/solvable_frac"] for r in results]
         rates = [r["eval/success_on_solvable"] for r in results]
         out["eval/success_on_solvable"] = sum(n * x for n, x in zip(solvable, rates)) / max(sum(solvable), 1.0)
+    return out
+
+
+def success_by_type(sft_eval: dict, final_eval: dict) -> dict:
+    """ALFWorld: held-out success per task type at the SFT start and after RL (empty for gym_cards)."""
+    out = {}
+    for name, ev in (("sft", sft_eval), ("final", final_eval)):
+        rates = {k[len("eval/success/") :]: v for k, v in ev.items() if k.startswith("eval/success/")}
+        if rates:
+            out[f"{name}_success_by_type"] = dict(sorted(rates.items()))
+            out[f"{name}_episodes_by_type"] = {t: int(ev[f"eval/n/{t}"]) for t in sorted(rates)}
     return out
 
 
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
         "solvable_frac": final_eval["eval/solvable_frac"],
         "sft_success_on_solvable": sft_eval["eval/success_on_solvable"],
         "final_success_on_solvable": final_eval["eval/success_on_solvable"],
+        **success_by_type(sft_eval, final_eval),
         "updates": update,
         "policy_version": version,
         "train_env_steps": int(total_steps),

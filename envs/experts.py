@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import TASKS, make_env
+from envs.alfworld import expert as alfworld_expert
 from envs.blackjack import ACTION_NAMES as BLACKJACK_ACTIONS
 from envs.cards import RANK_LABELS
 from envs.ezpoints import ACTION_NAMES as EZPOINTS_ACTIONS
@@ -212,8 +213,8 @@ def blackjack_response(info: dict, action: int, cot: bool = True) -> str:
 class TaskExpert:
     """Everything SFT needs to know about one task, so learner/sft.py has no per-task branches."""
 
-    noisy_action: Callable[[dict, float, np.random.Generator], int]
-    """The demonstration's action: the expert's with probability 1 - noise (state-independent)."""
+    noisy_action: Callable[[dict, float, np.random.Generator], int | str]
+    """The demonstration's action (an index; ALFWorld: a command): the expert's with probability 1 - noise."""
     response: Callable[[dict, int, bool], str]
     """(info, action, cot) -> the answer text for that state and action."""
     labels: Callable[[dict], list[int]]
@@ -304,6 +305,13 @@ EXPERTS = {
     ),
     "points24": TaskExpert(
         noisy_points24_action, points24_response, _card_labels, (RANK_CLASSES,) * 4, lambda: _episode_corpus("points24")
+    ),
+    "alfworld": TaskExpert(
+        alfworld_expert.noisy_action,
+        alfworld_expert.response,
+        alfworld_expert.labels,
+        alfworld_expert.LABEL_CLASSES,
+        alfworld_expert.corpus,
     ),
     "blackjack": TaskExpert(
         noisy_blackjack_action,

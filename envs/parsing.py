@@ -7,6 +7,7 @@ Model text is only ever searched as a string; it is never executed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,9 @@ class ParsedAction:
     valid: bool
     """True when the text named exactly one legal action."""
     reason: str
-    """"ok", "not_text", "no_match" or "ambiguous"."""
+    """"ok", "not_text", "no_match", "ambiguous" or "empty"."""
+    command: str = ""
+    """ALFWorld: the command sent to the env (an admissible one, or the raw text when nothing matched)."""
 
 
 def parse_action(text, action_names: tuple[str, ...], rng: np.random.Generator, ten_rule: bool = False):
@@ -40,3 +43,32 @@ def parse_action(text, action_names: tuple[str, ...], rng: np.random.Generator, 
         return ParsedAction(action_names.index(found.pop()), True, "ok")
     reason = "no_match" if not found else "ambiguous"
     return ParsedAction(int(rng.integers(len(action_names))), False, reason)
+
+
+def parse_command(text, admissible: list[str], rng: np.random.Generator) -> ParsedAction:
+    """The paper's ALFWorld parser (spec §4) with one fix: an exact admissible command wins.
+
+    Lower-case the text; empty -> a random admissible command. Otherwise look after the first `"action":` (or
+    at the last 30 characters without it). If the quoted value there is an admissible command, that command.
+    Else the first admissible command (in list order) found as a whole phrase: "go to cabinet 1" no longer
+    matches inside "go to cabinet 10" as the paper's plain substring test did. Nothing found -> the raw text
+    goes to the env (it answers "Nothing happens." and the step costs -1). `action` is the command's index in
+    `admissible`, -1 for raw text.
+    """
+    if not isinstance(text, str):
+        text = ""
+    s = text.lower().strip()
+    if not s:
+        i = int(rng.integers(len(admissible))) if admissible else -1
+        return ParsedAction(i, False, "empty", admissible[i] if i >= 0 else "")
+    at = s.find(ACTION_MARKER)
+    tail = s[at + len(ACTION_MARKER) :] if at >= 0 else s[-30:]
+    quoted = re.match(r'\s*"([^"]*)"', tail)
+    lowered = [c.lower() for c in admissible]
+    if quoted and quoted.group(1).strip() in lowered:
+        i = lowered.index(quoted.group(1).strip())
+        return ParsedAction(i, True, "ok", admissible[i])
+    for i, c in enumerate(lowered):
+        if re.search(rf"(?<![a-z0-9]){re.escape(c)}(?![a-z0-9])", tail):
+            return ParsedAction(i, True, "ok", admissible[i])
+    return ParsedAction(-1, False, "no_match", tail.strip().strip('"{} ').strip() or s)

@@ -68,6 +68,28 @@ def formula_prompt(intro: str, choices: str, target: int, cot_fields: str, formu
     return qs + FORMULA_ACTION
 
 
+# ALFWorld (spec §3): the scene text, the task and the admissible commands, each single-quoted and joined
+# with "\n " as the paper's code printed its numpy array of commands. The format block opens with "\{" and
+# closes with "\}" as written in the paper's source (the backslash is kept, as for EZPoints/Points24).
+ALFWORLD_INTRO = (
+    "Your are an expert in the ALFRED Embodied Environment. You are also given the following text description of "
+    "the current scene: {obs}. Your task is to {task}. Your admissible actions of the current situation are: "
+    "[{commands}]. Your response should be a valid json file in the following format: \n\\{{\n"
+)
+ALFWORLD_COT = (
+    '"thoughts": "{{first describe what do you see in the image using the text description, then carefully think '
+    'about which action to complete the task. }}", \n'
+)
+ALFWORLD_ACTION = '"action": "{{an admissible action}}"\n\\}}'
+
+
+def alfworld_prompt(info: dict, cot: bool = True) -> str:
+    """The paper's ALFWorld question for the env's latest info (feedback, task, admissible commands)."""
+    commands = "\n ".join(f"'{c}'" for c in info.get("admissible_commands", ()))
+    head = ALFWORLD_INTRO.format(obs=info.get("feedback", ""), task=info.get("task", ""), commands=commands)
+    return head + (ALFWORLD_COT.format() if cot else "") + ALFWORLD_ACTION.format()
+
+
 def formula_text(info: dict | None) -> str:
     """The paper's F: the tokens joined with nothing (invalid-card markers show as spaces); '' before a deal."""
     return "".join(str(token) for token in (info or {}).get("formula", ()))
@@ -83,6 +105,8 @@ def task_prompt(task: str, info: dict, cot: bool = True) -> str:
         return formula_prompt(EZPOINTS_INTRO, EZPOINTS_CHOICES, 12, EZPOINTS_COT_FIELDS, formula_text(info), cot)
     if task == "points24":
         return formula_prompt(POINTS24_INTRO, POINTS24_CHOICES, 24, POINTS24_COT_FIELDS, formula_text(info), cot)
+    if task == "alfworld":
+        return alfworld_prompt(info, cot)
     raise KeyError(f"no prompt for task {task!r}")
 
 

@@ -50,6 +50,8 @@ class TinyVLMShape:
     """Side of the square image the vision tower sees (the 300x300 env frame is resized to it)."""
     patch_size: int = 14
     """ViT patch size: (image_size / patch_size)^2 image tokens per frame."""
+    max_positions: int = 1024
+    """Longest sequence (prompt with image tokens + response); vLLM's max_model_len is read from it."""
 
     @property
     def image_tokens(self) -> int:
@@ -105,7 +107,7 @@ def build_tiny_llava(tokenizer, shape: TinyVLMShape, seed: int = 0):
         num_hidden_layers=shape.text_layers,
         num_attention_heads=shape.text_heads,
         num_key_value_heads=shape.text_heads,
-        max_position_embeddings=1024,
+        max_position_embeddings=shape.max_positions,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

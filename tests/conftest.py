@@ -99,3 +99,16 @@ def assert_same_seed_same_rollout():
             assert rest_a == rest_b
 
     return check
+
+
+@pytest.fixture(scope="session")
+def alfworld_cache(tmp_path_factory) -> str:
+    """A private cache for generated ALFWorld games (shared by the session's tests; never ~/.cache)."""
+    path = str(tmp_path_factory.mktemp("alfworld-cache"))
+    before = os.environ.get("RL4VLM_ALFWORLD_CACHE")
+    os.environ["RL4VLM_ALFWORLD_CACHE"] = path
+    yield path
+    if before is None:
+        os.environ.pop("RL4VLM_ALFWORLD_CACHE", None)
+    else:
+        os.environ["RL4VLM_ALFWORLD_CACHE"] = before

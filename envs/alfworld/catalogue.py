@@ -44,7 +44,10 @@ def official_game_files(data_root: str, split: str, task_types=tuple(games.TASK_
     sub = OFFICIAL_SPLITS[split]
     path = str(pathlib.Path(data_root) / "json_2.1.1" / sub)
     config = {
-        "dataset": {"data_path": path, "eval_id_data_path": path, "eval_ood_data_path": path},
+        "dataset": {
+            **{"data_path": path, "eval_id_data_path": path, "eval_ood_data_path": path},
+            **{"num_train_games": -1, "num_eval_games": -1},
+        },
         "env": {"task_types": list(task_types), "goal_desc_human_anns_prob": 0.0},
     }
     mode = {"train": "train", "seen": "eval_in_distribution", "unseen": "eval_out_of_distribution"}[split]
@@ -60,7 +63,10 @@ class GameCatalogue:
 
     def __init__(self, split: str, data_root: str | None = None):
         self.split = split
-        self.data_root = data_root if data_root is not None else os.environ.get("ALFWORLD_DATA", "")
+        if data_root is None:  # alfworld's import sets ALFWORLD_DATA to a default: only a real download counts
+            data_root = os.environ.get("ALFWORLD_DATA", "")
+            data_root = data_root if (pathlib.Path(data_root) / "json_2.1.1").is_dir() else ""
+        self.data_root = data_root
         self._official = official_game_files(self.data_root, split) if self.data_root else None
         self._lock = threading.Lock()
 

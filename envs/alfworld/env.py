@@ -7,9 +7,10 @@ display names as alfworld's AlfredTWEnv). Games come from envs/alfworld/catalogu
 files when ALFWORLD_DATA is set, otherwise generated games checked solvable by the oracle.
 
 ## Splits and seeds
-`reset(seed)` with seed < EVAL_SEED_BASE (10**12, the config's eval_seed) plays a train game chosen by the
-seed; seed >= EVAL_SEED_BASE plays unseen game (seed - EVAL_SEED_BASE): disjoint floor plans (valid_unseen
-with official data). Evaluating seeds EVAL_SEED_BASE + 0..119 plays each generated unseen game once.
+`reset(seed)` with EVAL_SEED_BASE <= seed < 2 * EVAL_SEED_BASE (10**12 is the config's eval_seed) plays unseen
+game (seed - EVAL_SEED_BASE): disjoint floor plans (valid_unseen with official data). Any other seed (training
+below 1e12, SFT demonstrations from 2e12, tokenizer corpus from 3e12) plays a train game chosen by the seed.
+Evaluating seeds EVAL_SEED_BASE + 0..119 plays each generated unseen game once.
 
 ## Action Space
 Text: a command string. The paper's parser (envs/parsing.py: parse_command) maps model text to an
@@ -77,10 +78,12 @@ def _grid(scene: int) -> np.ndarray:
 class AlfworldEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
-    def __init__(self, render_mode: str | None = "rgb_array", data_root: str = "", max_steps: int = MAX_STEPS,
-                 cache: bool = True):
+    def __init__(
+        self, render_mode: str | None = "rgb_array", data_root: str = "", max_steps: int = MAX_STEPS, cache: bool = True
+    ):
         self.render_mode = render_mode
         self.data_root, self.max_steps = data_root, max_steps
+        fast_textworld.thread_safe_parsers()
         if cache:
             fast_textworld.install()
         self.action_space = spaces.Text(max_length=256)
@@ -92,7 +95,7 @@ class AlfworldEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         seed = int(self.np_random.integers(EVAL_SEED_BASE)) if seed is None else seed
-        if seed >= EVAL_SEED_BASE:
+        if EVAL_SEED_BASE <= seed < 2 * EVAL_SEED_BASE:
             split, index = "unseen", seed - EVAL_SEED_BASE
         else:
             split, index = "train", int(np.random.default_rng(seed).integers(1 << 30))
@@ -163,5 +166,7 @@ class AlfworldEnv(gym.Env):
             "task_type": self.goal.task_type,
             "gamefile": self.gamefile,
             "legal": legal,
+            "held": world.held or "",
+            "at_receptacle": any(loc == world.agent_at for loc in world.recep_loc.values()),
             "expert_command": "look" if self._state["won"] else next_command(world, self.goal),
         }

@@ -23,6 +23,7 @@ import threading
 
 _ORIGINALS: dict[str, object] = {}
 _LOCK = threading.Lock()  # env copies reset in threads; lru_cache is thread-safe, install() must be too
+_TRANSLATE_LOCK = threading.RLock()
 
 
 def install() -> None:
@@ -42,7 +43,12 @@ def install() -> None:
         textgen._parse_and_convert = lambda *args, **kw: copy.deepcopy(parse(*args, **kw))
         Rule.parse_conjunctive_query = staticmethod(functools.lru_cache(maxsize=1024)(Rule.parse_conjunctive_query))
         translate = functools.lru_cache(maxsize=64)(_ORIGINALS["pddl2sas"])
-        fast_downward.pddl2sas = lambda *args, **kw: copy.deepcopy(translate(*args, **kw))
+
+        def pddl2sas(*args, **kwargs):
+            return copy.deepcopy(translate(*args, **kwargs))
+
+        pddl2sas.thread_safe = getattr(_ORIGINALS["pddl2sas"], "thread_safe", False)
+        fast_downward.pddl2sas = pddl2sas
 
 
 def uninstall() -> None:
@@ -61,3 +67,49 @@ def uninstall() -> None:
 
 def installed() -> bool:
     return bool(_ORIGINALS)
+
+
+class _ThreadLocalParser:
+    """Stands in for one of textworld's module-level tatsu parsers: each thread gets its own instance.
+
+    tatsu parsers keep their parse stack on the instance, so two threads parsing at once corrupt it ("pop
+    from empty list"); rollout actors reset ALFWorld env copies in threads while stepping others."""
+
+    def __init__(self, make):
+        self._make, self._local = make, threading.local()
+
+    def parse(self, *args, **kwargs):
+        parser = getattr(self._local, "parser", None)
+        if parser is None:
+            parser = self._local.parser = self._make()
+        return parser.parse(*args, **kwargs)
+
+
+def thread_safe_parsers() -> None:
+    """Give every thread its own textworld parsers (idempotent; textworld's behaviour is otherwise unchanged)."""
+    import fast_downward
+    import textworld.envs.pddl.logic as pddl_logic
+    import textworld.envs.pddl.textgen as textgen
+    import textworld.logic as logic
+
+    with _LOCK:
+        if not getattr(fast_downward.pddl2sas, "thread_safe", False):
+            # fast-downward's translator keeps module-level state too (KeyError / UnboundLocalError when two
+            # threads translate at once): one translation at a time. Steps never translate, only resets do.
+            original = fast_downward.pddl2sas
+
+            def pddl2sas(*args, **kwargs):
+                with _TRANSLATE_LOCK:
+                    return original(*args, **kwargs)
+
+            pddl2sas.thread_safe = True
+            fast_downward.pddl2sas = pddl2sas
+        for module, parser, semantics in (
+            (pddl_logic, pddl_logic.PddlLogicParser, pddl_logic.PddlLogicModelBuilderSemantics),
+            (textgen, textgen.CSGParser, textgen.CSGModelBuilderSemantics),
+            (logic, logic.GameLogicParser, logic.GameLogicModelBuilderSemantics),
+        ):
+            if not isinstance(module._PARSER, _ThreadLocalParser):
+                module._PARSER = _ThreadLocalParser(
+                    lambda parser=parser, semantics=semantics: parser(semantics=semantics(), parseinfo=True)
+                )

@@ -160,7 +160,7 @@ def feasible_tasks(room: Room, task_type: str) -> list[Task]:
 
 def generate_game(split: str, seed: int, task_type: str | None = None) -> dict:
     """Game `seed` of `split`: a floor plan, a feasible task and a random placement. Returns the three files."""
-    c, paths = constants(), alfworld_paths()
+    paths = alfworld_paths()
     rng = np.random.default_rng(zlib.crc32(f"{split}/{seed}/{task_type}".encode()))
     scenes = split_scenes(split)
     for _ in range(1000):
@@ -266,7 +266,10 @@ def write_game(root: pathlib.Path, split: str, files: dict, solvable: bool, walk
     folder = root / "json_2.1.1" / split / files["folder"]
     folder.mkdir(parents=True, exist_ok=True)
     game = {**files["game"], "solvable": solvable, "walkthrough": walkthrough}
-    for name, text in (("traj_data.json", json.dumps(files["traj_data"], indent=1)), ("initial_state.pddl", files["initial_state"])):
+    for name, text in (
+        ("traj_data.json", json.dumps(files["traj_data"], indent=1)),
+        ("initial_state.pddl", files["initial_state"]),
+    ):
         part = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         part.write_text(text)
         part.replace(folder / name)

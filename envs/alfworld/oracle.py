@@ -90,7 +90,9 @@ class Goal:
     @classmethod
     def from_traj(cls, traj: dict) -> Goal:
         p = traj["pddl_params"]
-        return cls(traj["task_type"], p["object_target"].lower(), p["parent_target"].lower(), p["toggle_target"].lower())
+        return cls(
+            traj["task_type"], p["object_target"].lower(), p["parent_target"].lower(), p["toggle_target"].lower()
+        )
 
 
 def goal_progress(s: WorldState, g: Goal) -> float:
@@ -139,7 +141,9 @@ def next_command(s: WorldState, g: Goal) -> str:
         return s.inside.get(o) in parents and (treat is None or s.has(treat[2], o))
 
     # pick_two: gather in the parent that already holds the most finished objects
-    target = max(parents, key=lambda r: (sum(s.inside.get(o) == r and done(o) for o in s.of_type(g.obj)), -parents.index(r)))
+    target = max(
+        parents, key=lambda r: (sum(s.inside.get(o) == r and done(o) for o in s.of_type(g.obj)), -parents.index(r))
+    )
     placed = [o for o in s.of_type(g.obj) if s.inside.get(o) == target and done(o)]
     if s.held is not None:
         if s.obj_type.get(s.held) != g.obj:
@@ -186,10 +190,7 @@ def _place(s: WorldState, obj: str, r: str) -> str:
 def _put_away(s: WorldState, g: Goal) -> str:
     """Put a wrong object down: here if possible, else in the first receptacle that can hold it."""
     otype = s.obj_type[s.held]
-    ok = [
-        r
-        for r in sorted(s.recep_type)
-        if (s.recep_type[r], otype) in s.can_contain and s.recep_type[r] != g.parent
-    ]
+    fits = [r for r in sorted(s.recep_type) if (s.recep_type[r], otype) in s.can_contain]
+    ok = [r for r in fits if s.recep_type[r] != g.parent] or fits  # keep the goal receptacle free if possible
     here = [r for r in ok if s.recep_loc[r] == s.agent_at and (r not in s.openable or r in s.opened)]
     return _place(s, s.held, (here or sorted(ok, key=lambda r: r in s.openable))[0])
