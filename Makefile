@@ -17,13 +17,20 @@ $(STAMP): pyproject.toml scripts/fix_cpu_stack.py
 	$(BIN)/pip install -q --upgrade pip
 	DS_BUILD_OPS=0 $(BIN)/pip install -q torch==2.13.0 -e ".[cpu,dev]"
 	$(BIN)/python scripts/fix_cpu_stack.py
+	$(ALFWORLD_INSTALL)
 	touch $@
+
+# ALFWorld's text engine: fast-downward-textworld and jericho ship only sources; their builds need the venv's
+# own setuptools (an isolated build env fails here), and the constraints keep the core pins where they are.
+ALFWORLD_INSTALL = $(BIN)/pip freeze | grep -E '^(numpy|torch|transformers|pydantic|pydantic_core|networkx|requests)==' \
+	> $(VENV)/constraints.txt && $(BIN)/pip install -q --no-build-isolation -c $(VENV)/constraints.txt "alfworld==0.4.2"
 
 # GPU hosts: the CUDA torch and vllm wheels instead of the CPU builds (NCCL is picked automatically).
 setup-gpu:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[gpu,dev]"
+	$(ALFWORLD_INSTALL)
 
 train: setup
 	$(BIN)/python -m cluster.train $(TASK) $(ARGS)

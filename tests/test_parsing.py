@@ -186,3 +186,39 @@ def test_wellformed_json_parses_to_its_action(thoughts, a):
 def test_wellformed_json_parses_to_its_action_ezpoints(thoughts, a):
     text = '{"thoughts": "' + thoughts + '", "action": "' + a + '"}'
     assert ezp(text) == ParsedAction(EZP.index(a), True, "ok")
+
+
+# ---- ALFWorld (spec §4, with the exact-command fix of issue 4) ---------------------------------------------
+ADMISSIBLE = ["go to cabinet 1", "go to cabinet 10", "open cabinet 1", "take mug 1 from cabinet 1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ('{"thoughts": "...", "action": "go to cabinet 10"}', "go to cabinet 10"),  # not "go to cabinet 1"
+        ('{"thoughts": "...", "action": "go to cabinet 1"}', "go to cabinet 1"),
+        ('"action": "Open Cabinet 1"', "open cabinet 1"),  # lower-cased like the paper
+        ('"action": I will go to cabinet 10 now', "go to cabinet 10"),  # unquoted: whole-phrase match
+        ("blah blah take mug 1 from cabinet 1", "take mug 1 from cabinet 1"),  # no marker: the last 30 chars
+    ],
+)
+def test_alfworld_command_parsing(text, command):
+    from envs.parsing import parse_command
+
+    parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
+    assert parsed.valid and parsed.command == command and parsed.action == ADMISSIBLE.index(command)
+
+
+def test_alfworld_unmatched_text_goes_to_the_env_raw():
+    from envs.parsing import parse_command
+
+    parsed = parse_command('{"action": "fly to the moon"}', ADMISSIBLE, np.random.default_rng(0))
+    assert (parsed.valid, parsed.reason, parsed.action, parsed.command) == (False, "no_match", -1, "fly to the moon")
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_alfworld_empty_text_is_a_random_admissible_command(text):
+    from envs.parsing import parse_command
+
+    parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
+    assert parsed.reason == "empty" and not parsed.valid and parsed.command in ADMISSIBLE

@@ -120,3 +120,22 @@ def test_noisy_action_extremes_and_direction():
     assert all(noisy_numberline_action(down, 1.0, rng) == 1 for _ in range(200))
     a = [noisy_numberline_action(down, 0.3, np.random.default_rng(5)) for _ in range(3)]
     assert len(set(a)) == 1  # same seed, same draw
+
+
+def test_alfworld_prompt_matches_spec():
+    info = {
+        "feedback": "You arrive at cabinet 1. The cabinet 1 is closed.",
+        "task": "put a clean mug in desk",
+        "admissible_commands": ["go to cabinet 2", "open cabinet 1"],
+    }
+    expected = (
+        "Your are an expert in the ALFRED Embodied Environment. You are also given the following text description "
+        "of the current scene: You arrive at cabinet 1. The cabinet 1 is closed.. Your task is to put a clean mug in "
+        "desk. Your admissible actions of the current situation are: ['go to cabinet 2'\n 'open cabinet 1']. Your "
+        'response should be a valid json file in the following format: \n\\{\n"thoughts": "{first describe what do '
+        "you see in the image using the text description, then carefully think about which action to complete the "
+        'task. }", \n"action": "{an admissible action}"\n\\}'
+    )
+    assert task_prompt("alfworld", info, cot=True) == expected
+    action_only = task_prompt("alfworld", info, cot=False)
+    assert '"thoughts"' not in action_only and action_only.endswith('\\{\n"action": "{an admissible action}"\n\\}')
