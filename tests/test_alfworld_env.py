@@ -84,7 +84,7 @@ def test_image_shows_the_agent_and_what_is_held(env):
 def _official_fixture(root: pathlib.Path, generated: GameCatalogue) -> None:
     """An ALFWORLD_DATA-style tree built from generated games: one valid game per split, plus the kinds of
     folder alfworld's loader must skip (movable, unsolvable, missing game file)."""
-    for split, sub in (("train", "train"), ("unseen", "valid_unseen"), ("seen", "valid_seen")):
+    for sub in ("train", "valid_unseen", "valid_seen"):
         src = pathlib.Path(generated.game_file(0)).parent
         dst = root / "json_2.1.1" / sub / src.parent.name / src.name
         shutil.copytree(src, dst)
