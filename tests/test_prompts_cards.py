@@ -94,7 +94,7 @@ def test_numberline_prompt_is_unchanged():
 
 def test_unknown_task_still_raises():
     with pytest.raises(KeyError):
-        task_prompt("alfworld", {})
+        task_prompt("no-such-task", {})
 
 
 def test_chat_wrapper_for_card_prompts():
