@@ -116,3 +116,9 @@ def test_official_data_missing_games_is_a_clear_error(tmp_path):
     (tmp_path / "json_2.1.1" / "train").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no solvable games"):
         GameCatalogue("train", data_root=str(tmp_path))
+
+
+def test_task_text_has_no_trailing_period(env):
+    """The prompt writes "Your task is to {task}." itself (the first run's prompts read "countertop..")."""
+    _, info = env.reset(seed=EVAL_SEED_BASE + 4)
+    assert info["task"] and not info["task"].endswith(".") and info["task"] in info["feedback"]

@@ -105,7 +105,7 @@ class AlfworldEnv(gym.Env):
         self.goal = Goal.from_traj(self.traj)
         self._tw = load_textworld(self.gamefile)
         self._state = self._tw.reset()
-        self.task = self._state.feedback.split("Your task is to: ", 1)[-1].strip()
+        self.task = self._state.feedback.split("Your task is to: ", 1)[-1].strip().rstrip(".")  # the prompt adds "."
         self._positions()
         self.steps = 0
         return self._obs(), self._info(legal=True)
