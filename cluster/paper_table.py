@@ -14,8 +14,10 @@ import argparse
 import json
 import pathlib
 
-TASKS = ("numberline", "ezpoints", "points24", "blackjack")
-SHORT = {"numberline": "NL", "ezpoints": "EZP", "points24": "P24", "blackjack": "BJ"}
+TASKS = ("numberline", "ezpoints", "points24", "blackjack")  # the gym_cards table's columns
+ORDER = (*TASKS, "alfworld")
+SHORT = {"numberline": "NL", "ezpoints": "EZP", "points24": "P24", "blackjack": "BJ", "alfworld": "ALF"}
+PAPER_ALFWORLD_RL = 21.7  # paper: ALFWorld average after RL (official games; ours are generated, see README)
 PAPER = {  # success %, paper Table 2 (LLaVA-sft start and after RL) and Table 3 (RL without CoT)
     "sft": {"numberline": 24.8, "ezpoints": 23.0, "points24": 2.6, "blackjack": 23.1},
     "rl": {"numberline": 89.4, "ezpoints": 50.0, "points24": 2.3, "blackjack": 40.2},
@@ -69,7 +71,7 @@ def table(found: dict[tuple[str, bool], dict]) -> str:
         "| SFT min | PPO min |",
         "|---" * 11 + "|",
     ]
-    for (task, cot), r in sorted(found.items(), key=lambda kv: (TASKS.index(kv[0][0]), not kv[0][1])):
+    for (task, cot), r in sorted(found.items(), key=lambda kv: (ORDER.index(kv[0][0]), not kv[0][1])):
         solvable = (
             f"{_pct(r.get('sft_success_on_solvable'))} → {_pct(r.get('final_success_on_solvable'))}"
             if r.get("solvable_frac", 1.0) < 1.0  # only Points24 deals can be unsolvable
@@ -81,6 +83,17 @@ def table(found: dict[tuple[str, bool], dict]) -> str:
             f"| {_pct(r['final_success'])} | {solvable} | {r['updates']} | {r['train_env_steps']} | {sft_min} "
             f"| {r['wall_clock_s'] / 60:.1f} |"
         )
+    if ("alfworld", True) in found:  # per task type, beside the paper's average (not the same games)
+        r = found[("alfworld", True)]
+        types = sorted(r.get("final_success_by_type", {}))
+        details += [
+            "",
+            f"| ALFWorld (paper after RL: {PAPER_ALFWORLD_RL} % avg) | " + " | ".join(types) + " |",
+            "|---" * (len(types) + 1) + "|",
+        ]
+        for name, key in (("SFT start", "sft"), ("after RL", "final")):
+            rates = r.get(f"{key}_success_by_type", {})
+            details.append(f"| ours: {name} | " + " | ".join(_pct(rates.get(t)) for t in types) + " |")
     return "\n".join(lines + details)
 
 

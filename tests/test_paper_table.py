@@ -50,3 +50,13 @@ def test_table_rows_averages_and_newest_run_wins(tmp_path, capsys):
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished runs"):
         main(["--runs-dir", str(tmp_path)])
+
+
+def test_alfworld_run_gets_a_detail_row_and_per_type_rates(tmp_path):
+    by_type = {"pick_and_place_simple": 0.4, "pick_two_obj_and_place": 0.0}
+    write_run(tmp_path, "alf", "alfworld", 0.1, 0.2, sft_success_by_type=by_type, final_success_by_type=by_type)
+    write_run(tmp_path, "nl", "numberline", 0.3, 0.9, mtime=1)
+    out = table(find_runs([str(tmp_path / "alf"), str(tmp_path / "nl")]))
+    assert "| alf | ALF | ✓ |" in out
+    assert "| ours: after RL | 40.0 | 0.0 |" in out
+    assert out.splitlines()[0].count("|") == 7  # the gym_cards table keeps its four task columns
