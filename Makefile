@@ -7,7 +7,7 @@ TASK   ?= numberline
 ARGS   ?=
 RUNS   ?=
 
-.PHONY: setup setup-gpu train sft table test test-fast lint fmt clean-runs
+.PHONY: setup setup-gpu train sft table bench test test-fast lint fmt clean-runs
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ sft: setup
 # The paper-style table (NL, EZP, P24, BJ, average; SFT start and after RL; CoT ablation) from runs/*/eval.json.
 table: setup
 	$(BIN)/python -m cluster.paper_table $(RUNS)
+
+# Benchmarks (cluster/benchmarks): docs/bench/report.{json,md} and the README table. ARGS="--quick" for a smoke
+# run (~10 min), "--only rollout,zero" for a subset; the full suite takes ~50 min on 2 idle cores.
+bench: setup
+	$(BIN)/python -m cluster.benchmarks $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)

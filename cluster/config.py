@@ -76,6 +76,12 @@ class RolloutConfig:
     """Custom Ray resources each rollout actor needs, e.g. {"rollout_node": 1} to keep them on env/CPU nodes."""
     max_restarts: int = 20
     """Crashed rollout actors are replaced automatically, at most this many times per run."""
+    max_backlog_updates: float = 1.0
+    """Throttle of continuous rollout: an idle actor starts another collect only while the replay store plus the
+    running collects hold fewer unused env steps than this many PPO updates need (values below 1 count as 1, so
+    the learner never waits on it); 0 turns it off, and rollout then runs flat out. Unthrottled on 2 cores, ~85 %
+    of the collected NumberLine steps were evicted unused and the learner's updates were 1.1-1.8x slower
+    (docs/bench/report.md, section 7)."""
 
 
 @dataclass

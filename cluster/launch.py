@@ -20,7 +20,7 @@ from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
 from cluster.config import Config
 from cluster.control import NAMESPACE, register
-from cluster.rollout_pool import RolloutPool
+from cluster.rollout_pool import RolloutPool, backlog_gate
 from learner.learner import LearnerWorker
 
 # Inference and training each get one OMP thread per reserved CPU (oversubscription made vLLM 20-700x slower).
@@ -85,9 +85,17 @@ def rollout_actor_factory(cfg: Config, model_path: str, store):
     return lambda actor_id: remote_cls.remote(actor_id, cfg.env, cfg.rollout, model_path, store)
 
 
+def throttle(cfg: Config, store):
+    """The pool's `may_collect` from `rollout.max_backlog_updates` (None when the throttle is off)."""
+    if cfg.rollout.max_backlog_updates <= 0:
+        return None
+    limit = max(cfg.rollout.max_backlog_updates, 1.0) * cfg.ppo.steps_per_update
+    return backlog_gate(store, limit, cfg.env.envs_per_actor * cfg.rollout.steps_per_call)
+
+
 def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
     store = ray.remote(num_cpus=0)(ReplayStore).remote(cfg.replay)
-    pool = RolloutPool(rollout_actor_factory(cfg, model_path, store), cfg.rollout.max_restarts)
+    pool = RolloutPool(rollout_actor_factory(cfg, model_path, store), cfg.rollout.max_restarts, throttle(cfg, store))
     bundle = {"CPU": cfg.learner.cpus_per_rank, "GPU": cfg.learner.gpus_per_rank, **cfg.learner.resources}
     bundle = {k: v for k, v in bundle.items() if v}
     pg = placement_group([bundle] * cfg.learner.world_size, strategy=cfg.learner.placement_strategy)

@@ -11,6 +11,9 @@ grows or shrinks the pool while a run is going.
   carry the current policy version (recorded in `first_versions`).
 - Draining: `resize` to fewer actors lets the removed ones finish their running collect (its episodes ship),
   then kills them.
+- Throttle: `may_collect(running)` (see `backlog_gate`) can hold an idle actor back while the replay store already
+  has enough unused steps; it is asked again at every harvest and when the learner starts an update (after the
+  driver's `take`), and never when nothing at all is running.
 """
 
 from __future__ import annotations
@@ -39,14 +42,22 @@ class Member:
 
 
 class RolloutPool:
-    def __init__(self, make_actor: Callable[[int], ray.actor.ActorHandle], max_restarts: int = 20):
+    def __init__(
+        self,
+        make_actor: Callable[[int], ray.actor.ActorHandle],
+        max_restarts: int = 20,
+        may_collect: Callable[[int], bool] | None = None,
+    ):
         self.make_actor = make_actor
         self.max_restarts = max_restarts
+        self.may_collect = may_collect
+        """Asked, with the number of collects running, before each new collect; None: always collect."""
         self.members: dict[int, Member] = {}
         self.calls: dict[ray.ObjectRef, tuple[str, int, int]] = {}  # ref -> (kind, actor id, generation)
         self.weights: tuple[ray.ObjectRef, int] | None = None  # the latest pushed payload ref and its version
         self.results: list[dict[str, float]] = []  # harvested collect metrics, emptied by `take_results`
         self.counters = {"actor_restarts": 0, "lost_collects": 0, "actors_added": 0, "actors_removed": 0}
+        self.counters["throttled_collects"] = 0  # collects held back by `may_collect`
         self.last_restart_s: float | None = None  # crash seen -> replacement holds the current weights
         self.first_versions: dict[tuple[int, int], tuple[int, int]] = {}  # (id, gen) -> (current, first sample)
         self.joined: list[tuple[int, int]] = []  # (id, generation) of actors added or replaced mid-run
@@ -125,11 +136,16 @@ class RolloutPool:
         m = self.members[actor_id]
         self.calls[m.handle.load_weights.remote(self.weights[0])] = ("load", actor_id, m.generation)
 
-    def submit_collects(self) -> None:
-        """A collect for every active actor that has none running."""
+    def submit_collects(self, force: bool = False) -> None:
+        """A collect for every active actor that has none running, while `may_collect` allows (unless `force`)."""
+        running = sum(kind == "collect" for kind, _, _ in self.calls.values())
         for actor_id, m in self.members.items():
             if not m.draining and not self._busy(actor_id):
+                if not force and self.may_collect is not None and not self.may_collect(running):
+                    self.counters["throttled_collects"] += 1
+                    return
                 self.calls[m.handle.collect.remote()] = ("collect", actor_id, m.generation)
+                running += 1
 
     def push(self, payload_ref: ray.ObjectRef, version: int) -> None:
         """Queue `load_weights` on every actor (behind its running collect); later collects use the new version."""
@@ -141,6 +157,9 @@ class RolloutPool:
     def step(self, also: list[ray.ObjectRef] = (), resubmit: bool = True, timeout: float | None = None) -> None:
         """Wait for one pool call (or one of `also`) to finish and handle every finished pool call."""
         refs = list(self.calls) + list(also)
+        if not refs and resubmit:  # nothing running: the throttle must never leave the driver waiting on nothing
+            self.submit_collects(force=True)
+            refs = list(self.calls)
         if not refs:
             return
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
@@ -175,6 +194,8 @@ class RolloutPool:
 
     def run_until(self, refs: list[ray.ObjectRef], resubmit: bool = True) -> list:
         """ray.get(refs), harvesting (and, when `resubmit`, restarting) collects while waiting."""
+        if resubmit:  # the driver's `take` may just have made room: throttled actors collect again at once
+            self.submit_collects()
         while ray.wait(refs, num_returns=len(refs), timeout=0)[1]:
             self.step(also=refs, resubmit=resubmit)
         return ray.get(refs)
@@ -204,3 +225,19 @@ class RolloutPool:
             ray.kill(m.handle)
         self.members.clear()
         self.calls.clear()
+
+
+def backlog_gate(store: ray.actor.ActorHandle, max_backlog_steps: float, steps_per_collect: int):
+    """`may_collect` for the pool: another collect only while the store's unused steps plus what the running
+    collects will add (`steps_per_collect` each, an upper bound) stay below `max_backlog_steps`.
+
+    Without it, continuous rollout on a small host outruns the learner: most collected steps are evicted unused
+    and the rollout competes with the learner for the CPU. The store's depth can include steps `take` will drop
+    as stale; the gate is asked again at every harvest, and the pool collects anyway when nothing runs.
+    """
+
+    def may_collect(running: int) -> bool:
+        depth = ray.get(store.stats.remote())["replay/depth_steps"]
+        return depth + running * steps_per_collect < max_backlog_steps
+
+    return may_collect

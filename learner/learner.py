@@ -86,9 +86,7 @@ class LearnerWorker:
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=self.module, optimizer=optimizer, config=ds_config
-        )
+        self.engine, self.optimizer = self._wrap(optimizer, ds_config)
         # Where DeepSpeed put the module (cuda:LOCAL_RANK or cpu): batches go there, replay data stays on the host.
         self.device = torch.device(self.engine.device)
         tokenizer = self.processor.tokenizer
@@ -96,6 +94,16 @@ class LearnerWorker:
         self.banned = torch.tensor(banned_token_ids(tokenizer), device=self.device)
         self.token_texts = TokenTexts(tokenizer)
         self.updates = 0
+
+    def _wrap(self, optimizer, ds_config: dict):
+        """DeepSpeed's engine around the module: forward, backward (÷ grad_accum), clip and step at boundaries.
+
+        The only place that knows DeepSpeed trains the model (the benchmarks' plain-torch learner overrides it).
+        """
+        import deepspeed
+
+        engine, optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=ds_config)
+        return engine, optimizer
 
     # ---- scoring ---------------------------------------------------------------------------------------------
     def _score(self, batch: dict[str, torch.Tensor], detach_value: bool = False):
