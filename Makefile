@@ -43,7 +43,7 @@ table: setup
 	$(BIN)/python -m cluster.paper_table $(RUNS)
 
 # Benchmarks (cluster/benchmarks): docs/bench/report.{json,md} and the README table. ARGS="--quick" for a smoke
-# run (~10 min), "--only rollout,zero" for a subset; the full suite takes ~50 min on 2 idle cores.
+# run (~6-10 min), "--only rollout,zero" for a subset; the full suite takes about an hour on 2 idle cores.
 bench: setup
 	$(BIN)/python -m cluster.benchmarks $(ARGS)
 

@@ -2,7 +2,8 @@
 driver trains, before and after the throttle fix (`rollout.max_backlog_updates` 0 vs the default).
 
 py-spy attaches to the run's Ray worker processes (found as descendants of this process) for a window that
-starts after the first PPO update. Only active (non-idle) samples are recorded, so a process's samples per
+starts once the value-head warm-up updates are logged (they back-propagate into the value head only, so they
+would understate the backward pass). Only active (non-idle) samples are recorded, so a process's samples per
 second over the sampling rate is how busy it was. Frames are grouped into the few things each role does.
 """
 
@@ -18,7 +19,7 @@ import threading
 import time
 
 from cluster.benchmarks.common import Context, RunSpec, training_run
-from cluster.config import RolloutConfig
+from cluster.config import PPOConfig, RolloutConfig
 
 NAME = "profile"
 TITLE = "Profile of a training run's hot path (py-spy), before and after the fix"
@@ -126,10 +127,12 @@ def record_during(ctx: Context, spec: RunSpec, label: str, window_s: float) -> t
     history = ctx.work_dir / "runs" / f"{spec.key()}-r-1" / "history.jsonl"
     files: dict[str, pathlib.Path] = {}
 
+    warmup = PPOConfig.value_warmup_updates
+
     def sampler():
         deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if history.exists() and len(history.read_text().splitlines()) >= 2:  # update 1 logged
+        while time.monotonic() < deadline:  # history: the SFT-start line, then one line per update
+            if history.exists() and len(history.read_text().splitlines()) >= 1 + max(warmup, 1):
                 break
             time.sleep(0.5)
         procs = []
@@ -177,9 +180,11 @@ def run(ctx: Context) -> dict:
         )
     return {
         "setup": (
-            f"py-spy {RATE} Hz, non-blocking, for {window:g} s from the first logged update, on the rollout actor "
+            f"py-spy {RATE} Hz, non-blocking, for {window:g} s from update {max(PPOConfig.value_warmup_updates, 1)}'s "
+            "log line (after the value-head warm-up), on the rollout actor "
             "and the learner rank of an async training run (same run settings as the timed runs)."
         ),
         "tables": tables,
         "notes": notes,
+        "repeats": 1,  # one profiled run per case, whatever --repeats says
     }
