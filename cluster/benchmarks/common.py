@@ -214,6 +214,7 @@ def summarize_history(rows: list[dict]) -> dict:
         "used_frac": used / collected if collected else math.nan,
         "staleness": sum(r["learner/staleness_mean"] for r in updates) / len(updates),
         "train_s_median": train_s[len(train_s) // 2],
+        "train_s_total": sum(train_s),
         "evicted_steps": last.get("replay/evicted_steps", 0.0),
         "dropped_stale_steps": last.get("replay/dropped_stale_steps", 0.0),
         "push_s_median": sorted(r.get("timing/weight_push_s", math.nan) for r in updates)[len(updates) // 2],
