@@ -65,6 +65,7 @@ def run(ctx: Context) -> dict:
                 "upper bound on the speed-up for this split: sync wall clock / sync learner time (all updates)",
                 loop["sync"],
                 learner_total,
+                headline=True,
             ),
         ],
         "notes": [
