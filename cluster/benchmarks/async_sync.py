@@ -67,6 +67,11 @@ def run(ctx: Context) -> dict:
                 learner_total,
                 headline=True,
             ),
+            report.ratio(
+                "async wall clock / async learner time (1.0: rollout wholly hidden behind learning)",
+                loop["async"],
+                [r["train_s_total"] for r in runs["async"]],
+            ),
         ],
         "notes": [
             "The bound row is measured, not assumed: async cannot finish before the learner has run every update, "
