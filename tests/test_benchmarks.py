@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from cluster.benchmarks import hotpath, report
+from cluster.benchmarks import hotpath, report, throttle
 from cluster.benchmarks.__main__ import NAMES, parse_args
 from cluster.benchmarks.common import RunSpec, summarize_history
 
@@ -146,6 +146,35 @@ def test_history_summary_counts_the_ppo_loop_only():
     assert out["collected_steps"] == 800.0 and out["used_steps"] == 518.0
     assert out["used_frac"] == pytest.approx(518 / 800) and out["staleness"] == 0.5
     assert out["evicted_steps"] == 200.0 and out["train_s_median"] == 7.0
+
+
+def test_throttle_notes_say_what_the_numbers_show():
+    def notes(wall: float, learner: float = 1.05, work: float = 0.19) -> str:
+        ratios = [report.ratio("wall", [wall], [1.0]), report.ratio("learner", [learner], [1.0])]
+        ratios.append(report.ratio("work", [work], [1.0]))
+        return throttle.notes(ratios, [{"used_frac": 0.14}], [{"used_frac": 0.71}])[0]
+
+    assert "14% -> 71%" in notes(1.0) and "0.19x" in notes(1.0)
+    assert "did not change (1.00x)" in notes(1.0)
+    assert "faster (1.47x" in notes(1.47)
+    assert "slower (0.80x" in notes(0.8)
+
+
+def test_async_bound_and_hidden_share_come_from_the_learner_time():
+    rows = [{"update": 0, "time/elapsed_s": 10.0}]
+    rows += [
+        {
+            "update": u,
+            "learner/samples": 256.0,
+            "learner/staleness_mean": 0.0,
+            "timing/train_s": 20.0,
+            "time/elapsed_s": 10.0 + 25.0 * u,
+        }
+        for u in (1, 2, 3)
+    ]
+    summary = summarize_history(rows)
+    assert summary["train_s_total"] == 60.0
+    assert summary["loop_s"] / summary["train_s_total"] == pytest.approx(1.25)
 
 
 def test_run_specs_name_their_runs_and_pass_the_throttle():
