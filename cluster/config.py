@@ -79,8 +79,8 @@ class RolloutConfig:
     max_backlog_updates: float = 1.0
     """Throttle of continuous rollout: an idle actor starts another collect only while the replay store plus the
     running collects hold fewer unused env steps than this many PPO updates need (values below 1 count as 1, so
-    the learner never waits on it); 0 turns it off, and rollout then runs flat out. Unthrottled on 2 cores, ~85 %
-    of the collected NumberLine steps were evicted unused and the learner's updates were 1.1-1.8x slower
+    the learner never waits on it); 0 turns it off, and rollout then runs flat out. Unthrottled on 2 cores, ~86 %
+    of the collected NumberLine steps were evicted or dropped unused, for the same wall clock on an idle host
     (docs/bench/report.md, section 7)."""
 
 

@@ -40,7 +40,7 @@ def run(ctx: Context) -> dict:
     steady = {mode: [r["steady_s"] for r in runs[mode]] for mode in specs}
     # Async overlaps rollout with learning, but every update still waits for the learner: the sum of the
     # learner's update times is a floor under async's wall clock, so sync wall clock / that sum bounds the gain.
-    learner_total = [r["train_s_total"] for r in runs["sync"]]
+    learner = {mode: [r["train_s_total"] for r in runs[mode]] for mode in specs}
     return {
         "setup": (
             f"`python -m cluster.train {preset} {' '.join(overrides)} --run.eval-every 0 --run.checkpoint-every 0 "
@@ -64,13 +64,13 @@ def run(ctx: Context) -> dict:
             report.ratio(
                 "upper bound on the speed-up for this split: sync wall clock / sync learner time (all updates)",
                 loop["sync"],
-                learner_total,
+                learner["sync"],
                 headline=True,
             ),
             report.ratio(
                 "async wall clock / async learner time (1.0: rollout wholly hidden behind learning)",
                 loop["async"],
-                [r["train_s_total"] for r in runs["async"]],
+                learner["async"],
             ),
         ],
         "notes": [

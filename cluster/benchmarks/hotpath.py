@@ -121,7 +121,8 @@ def own_workers() -> dict[str, int]:
 
 
 def record_during(ctx: Context, spec: RunSpec, label: str, window_s: float) -> tuple[dict, dict]:
-    """Run `spec` and py-spy its workers for `window_s` after the first update; (run summary, profiles)."""
+    """Run `spec` and py-spy its workers for `window_s` once the value-head warm-up updates are logged;
+    (run summary, profiles)."""
     out_dir = ctx.work_dir / "profile" / label
     out_dir.mkdir(parents=True, exist_ok=True)
     history = ctx.work_dir / "runs" / f"{spec.key()}-r-1" / "history.jsonl"

@@ -8,6 +8,7 @@ are not valid actions, but its speed is what the benchmarks measure. Nothing is 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 from learner.policy_model import TinyVLMShape
@@ -32,11 +33,7 @@ def count_parameters(model_path: str | pathlib.Path) -> int:
     for file in sorted(pathlib.Path(model_path).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
-                shape = f.get_slice(key).get_shape()
-                n = 1
-                for d in shape:
-                    n *= d
-                total += n
+                total += math.prod(f.get_slice(key).get_shape())
     return total
 
 

@@ -72,8 +72,9 @@ class RL4VLMLoop:
             parsed = parse_action(text, self.task.action_names, self.rng, self.task.ten_rule)
             image = self.obs
             self.obs, reward, terminated, truncated, self.info = self.env.step(parsed.action)
-            self.buffer.append({"image": image, "ids": ids, "logp": logp.sum().item(), "value": value.item()})
-            self.buffer[-1]["reward"] = float(reward)
+            self.buffer.append(
+                {"image": image, "ids": ids, "logp": logp.sum().item(), "value": value.item(), "reward": float(reward)}
+            )
             tokens += len(response)
             if terminated or truncated:
                 self.seed += 1

@@ -72,7 +72,7 @@ def notes(ratios: list[dict], before: list[dict], fixed: list[dict]) -> list[str
     """What the fix changed, read from this run's numbers (whether it shortened the wall clock depends on how
     busy the machine was: the freed core only matters when something else wants it)."""
     wall, learner, work = (r["median"] for r in ratios)
-    used = [sorted(r["used_frac"] for r in rs)[len(rs) // 2] for rs in (before, fixed)]
+    used = [report.summarize([r["used_frac"] for r in rs])["median"] for rs in (before, fixed)]  # as in the table
     if wall >= 1.1:
         verdict = (
             f"Here it was faster ({wall:.2f}x wall clock): the unthrottled actor's extra collects took CPU the learner "
