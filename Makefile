@@ -40,12 +40,12 @@ sft: setup
 
 # The paper-style table (NL, EZP, P24, BJ, average; SFT start and after RL; CoT ablation) from runs/*/eval.json.
 table: setup
-	$(BIN)/python -m cluster.paper_table $(RUNS)
+	$(BIN)/python -m benchmarks.paper_table $(RUNS)
 
-# Benchmarks (cluster/benchmarks): docs/bench/report.{json,md} and the README table. ARGS="--quick" for a smoke
+# Benchmarks (benchmarks): docs/bench/report.{json,md} and the README table. ARGS="--quick" for a smoke
 # run (~6-10 min), "--only rollout,zero" for a subset; the full suite takes about an hour on 2 idle cores.
 bench: setup
-	$(BIN)/python -m cluster.benchmarks $(ARGS)
+	$(BIN)/python -m benchmarks $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.tokenizer import banned_token_ids
+
 
 @dataclass
 class Generation:
@@ -35,11 +37,6 @@ def max_positions(model_path: str) -> int:
         return 1024
     text = json.loads(config.read_text()).get("text_config", {})
     return int(text.get("max_position_embeddings", 1024))
-
-
-def banned_token_ids(tokenizer) -> list[int]:
-    """Special ids a response may not contain: everything special except EOS."""
-    return sorted(i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id)
 
 
 class VLLMEngine:
@@ -96,7 +93,7 @@ class HFEngine:
     """HF transformers generate, batched with left padding. Same outputs as VLLMEngine."""
 
     def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
-        from learner.policy_model import load_policy
+        from models.policy import load_policy
 
         self.vlm, self.processor, _ = load_policy(model_path, with_value_head=False)
         # The first GPU this process sees, if any, else the CPU (as vLLM picks its device).
@@ -141,7 +138,7 @@ class HFEngine:
         return gens
 
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        from learner.policy_model import hf_key
+        from models.policy import hf_key
 
         state = {hf_key(k): v for k, v in named}
         own = dict(self.vlm.named_parameters())

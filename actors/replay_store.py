@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cluster.config import ReplayConfig
+from contracts.config import ReplayConfig
 
 
 class ReplayStore:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from actors.engines import make_engine
-from cluster.config import EnvConfig, RolloutConfig
-from cluster.schema import StepRecord, WeightsPayload, encode_png, to_record_batch
+from contracts.config import EnvConfig, RolloutConfig
+from contracts.schema import StepRecord, WeightsPayload, encode_png, to_record_batch
 from envs import TASKS, episode_success, make_env
 from envs.parsing import parse_action, parse_command
 from envs.prompts import chat_prompt, task_prompt

@@ -16,7 +16,7 @@ import time
 import pyarrow as pa
 import ray
 
-from cluster.config import Config
+from contracts.config import Config
 from learner.checkpoint import CheckpointError, check_compatible, read_json, resolve, write_state_json
 
 REPLAY_FILE = "replay.arrow"

@@ -18,9 +18,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
-from cluster.config import Config
 from cluster.control import NAMESPACE, register
 from cluster.rollout_pool import RolloutPool, backlog_gate
+from contracts.config import Config
 from learner.learner import LearnerWorker
 
 # Inference and training each get one OMP thread per reserved CPU (oversubscription made vLLM 20-700x slower).

@@ -20,9 +20,9 @@ import time
 import ray
 
 from cluster import checkpointing
-from cluster.config import Config, parse_cli
 from cluster.launch import System, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
+from contracts.config import Config, parse_cli
 
 
 def ensure_sft_checkpoint(cfg: Config) -> str:

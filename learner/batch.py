@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import torch
 
-from cluster.schema import decode_png, from_table
+from contracts.schema import decode_png, from_table
 from learner.ppo import action_start_index
 
 

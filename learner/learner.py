@@ -19,12 +19,12 @@ import time
 import numpy as np
 import torch
 
-from actors.engines import banned_token_ids
-from cluster.config import LearnerConfig, PPOConfig
-from cluster.schema import WeightsPayload
+from contracts.config import LearnerConfig, PPOConfig
+from contracts.schema import WeightsPayload
 from learner import ppo
 from learner.batch import TokenTexts, collate, samples_from_table
-from learner.policy_model import PolicyWithValue, load_policy, save_policy, vllm_key
+from models.policy import PolicyWithValue, load_policy, save_policy, vllm_key
+from models.tokenizer import banned_token_ids
 
 
 def clear_stale_build_lock(extension: str, max_age_s: float = 600.0) -> bool:

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cluster.config import ModelConfig, SFTConfig
+from contracts.config import ModelConfig, SFTConfig
 from envs import make_env
 from envs.experts import EXPERTS, TaskExpert
 from envs.prompts import chat_prompt, task_prompt
-from learner.policy_model import ValueHead, build_processor, build_tiny_llava, build_tokenizer, save_policy
+from models.policy import ValueHead, save_policy
+from models.tiny_llava import build_processor, build_tiny_llava
+from models.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 SFT_SEED_BASE = 2 * 10**12  # demonstration episodes: above the evaluation seeds, apart from RL training
@@ -218,13 +220,13 @@ def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cluster.config import PRESETS
+    from contracts.config import PRESETS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="numberline", choices=sorted(EXPERTS))
     parser.add_argument("--out", default=None, help="default: the task preset's model.path")
-    # Unset knobs take the task preset's values (cluster/config.py), so `make sft` builds what `make train` would.
+    # Unset knobs take the task preset's values (contracts/config.py), so `make sft` builds what `make train` would.
     for name, kind in (("samples", int), ("epochs", int), ("action-noise", float), ("lr", float)):
         parser.add_argument(f"--{name}", type=kind, default=None)
     parser.add_argument("--vision-steps", type=int, default=None)

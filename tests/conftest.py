@@ -14,15 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
     """A randomly initialised embedded VLM in HF format (tokenizer trained on the task strings)."""
-    from learner.policy_model import (
-        TinyVLMShape,
-        ValueHead,
-        build_processor,
-        build_tiny_llava,
-        build_tokenizer,
-        save_policy,
-    )
+    from contracts.config import TinyVLMShape
     from learner.sft import tokenizer_corpus
+    from models.policy import ValueHead, save_policy
+    from models.tiny_llava import build_processor, build_tiny_llava
+    from models.tokenizer import build_tokenizer
 
     shape = TinyVLMShape(text_layers=2)
     tokenizer = build_tokenizer(tokenizer_corpus("numberline"), shape.vocab_size)
@@ -67,7 +63,7 @@ def one_thread():
 def store():
     """An in-process replay store large enough never to refuse a chunk."""
     from actors.replay_store import ReplayStore
-    from cluster.config import ReplayConfig
+    from contracts.config import ReplayConfig
 
     return ReplayStore(ReplayConfig(capacity_steps=10_000))
 

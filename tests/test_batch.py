@@ -8,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cluster.schema import StepRecord, encode_png, to_record_batch
+from contracts.config import TinyVLMShape
+from contracts.schema import StepRecord, encode_png, to_record_batch
 from envs.experts import numberline_response
 from learner.batch import Sample, TokenTexts, collate, samples_from_table
-from learner.policy_model import TinyVLMShape, build_processor, build_tokenizer
 from learner.sft import tokenizer_corpus
+from models.tiny_llava import build_processor
+from models.tokenizer import build_tokenizer
 
 
 @pytest.fixture(scope="module")

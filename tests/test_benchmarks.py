@@ -1,4 +1,4 @@
-"""cluster/benchmarks: the pure report logic (stats, ratios, Markdown, README table), the profile and history
+"""benchmarks: the pure report logic (stats, ratios, Markdown, README table), the profile and history
 summaries, the CLI, and one slow smoke run of a cheap comparison in --quick mode into a tmp dir."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from cluster.benchmarks import hotpath, report, throttle
-from cluster.benchmarks.__main__ import NAMES, parse_args
-from cluster.benchmarks.common import RunSpec, summarize_history
+from benchmarks import hotpath, report, throttle
+from benchmarks.__main__ import NAMES, parse_args
+from benchmarks.common import RunSpec, summarize_history
 
 
 # ---- statistics and ratios -------------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def sample_report() -> dict:
     }
     return {
         "generated": "2026-11-24 10:00",
-        "command": "python -m cluster.benchmarks",
+        "command": "python -m benchmarks",
         "quick": False,
         "repeats": 3,
         "machine": {"cores": 2, "cpu": "test CPU"},
@@ -202,7 +202,7 @@ def test_cli_defaults_subsets_and_readme_only_for_the_default_out(tmp_path):
 def test_every_comparison_module_is_in_the_suite_and_small():
     import pathlib
 
-    import cluster.benchmarks as pkg
+    import benchmarks as pkg
 
     folder = pathlib.Path(pkg.__file__).parent
     assert len(NAMES) == len(set(NAMES)) == 8
@@ -213,7 +213,7 @@ def test_every_comparison_module_is_in_the_suite_and_small():
 # ---- smoke: the real suite, quick, one cheap comparison ------------------------------------------------------------
 @pytest.mark.slow
 def test_quick_suite_writes_a_report(ray_cluster, tiny_model_path, tmp_path):
-    from cluster.benchmarks.__main__ import main
+    from benchmarks.__main__ import main
 
     out = tmp_path / "bench"
     assert main(["--quick", "--only", "scaling", "--out", str(out), "--model", tiny_model_path]) == 0

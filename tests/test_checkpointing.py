@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cluster.config import tiny
+from contracts.config import tiny
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_restored_learner_matches_an_uninterrupted_one(ray_cluster, tiny_model_p
 
 
 def _weights_at_start(model_path):
-    from learner.policy_model import load_policy, vllm_key
+    from models.policy import load_policy, vllm_key
 
     vlm, _, _ = load_policy(model_path)
     return {vllm_key(n): p.detach().numpy() for n, p in vlm.named_parameters()}

@@ -1,4 +1,4 @@
-"""cluster/config.py: presets validate, tyro CLI overrides, validate() errors, JSON save."""
+"""contracts/config.py: presets validate, tyro CLI overrides, validate() errors, JSON save."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cluster.config import PRESETS, Config, numberline, parse_cli, tiny
+from contracts.config import PRESETS, Config, numberline, parse_cli, tiny
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from actors.engines import HFEngine, banned_token_ids
+from actors.engines import HFEngine
 from envs import make_env
 from envs.prompts import chat_prompt, task_prompt
-from learner.policy_model import load_policy, vllm_key
+from models.policy import load_policy, vllm_key
+from models.tokenizer import banned_token_ids
 
 T, MAX_NEW = 0.2, 24
 

@@ -27,7 +27,7 @@ from envs.experts import numberline_response
 from envs.prompts import chat_prompt, task_prompt
 from learner import ppo
 from learner.batch import Sample, TokenTexts, collate
-from learner.policy_model import PolicyWithValue, load_policy
+from models.policy import PolicyWithValue, load_policy
 
 pytestmark = [
     pytest.mark.gpu,
@@ -165,7 +165,7 @@ def test_hf_engine_cuda_throughput(cuda_engine):
 def collected(tiny_model_path):
     """A rollout actor with the HF backend (on CUDA) plays every env to the end of an episode."""
     from actors.replay_store import ReplayStore
-    from cluster.config import ReplayConfig
+    from contracts.config import ReplayConfig
 
     store = ReplayStore(ReplayConfig(capacity_steps=10_000))
     actor = make_actor(tiny_model_path, store, envs=4)
@@ -176,7 +176,7 @@ def collected(tiny_model_path):
 
 
 def test_rollout_actor_collects_on_cuda(collected):
-    from cluster.schema import from_table
+    from contracts.schema import from_table
 
     actor, metrics, table, seconds = collected
     assert actor.engine.device.type == "cuda"
@@ -209,7 +209,7 @@ def process_group_env(monkeypatch):
 def test_learner_ppo_update_on_cuda(collected, tiny_model_path, process_group_env):
     import torch.distributed as dist
 
-    from cluster.config import LearnerConfig, PPOConfig
+    from contracts.config import LearnerConfig, PPOConfig
     from learner.learner import LearnerWorker
 
     actor, _, table, _ = collected
@@ -221,7 +221,7 @@ def test_learner_ppo_update_on_cuda(collected, tiny_model_path, process_group_en
     assert dist.get_backend() == "nccl"
 
     # The learner's scoring forward gives the engine's behaviour log-probs for the same tokens.
-    from cluster.schema import decode_png, from_table
+    from contracts.schema import decode_png, from_table
 
     step = from_table(table)[0]
     learner_lp = learner.logprobs(step.prompt_ids, step.response_ids, decode_png(step.image_png))

@@ -1,4 +1,4 @@
-"""cluster/paper_table.py: picks the newest run per task and prompt, prints ours beside the paper's numbers."""
+"""benchmarks/paper_table.py: picks the newest run per task and prompt, prints ours beside the paper's numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from cluster.paper_table import find_runs, main, table
+from benchmarks.paper_table import find_runs, main, table
 
 
 def write_run(root, name, task, sft, final, cot=True, mtime=0, **extra):

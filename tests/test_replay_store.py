@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actors.replay_store import ReplayStore
-from cluster.config import ReplayConfig
-from cluster.schema import STEP_SCHEMA, StepRecord, encode_png, to_record_batch
+from contracts.config import ReplayConfig
+from contracts.schema import STEP_SCHEMA, StepRecord, encode_png, to_record_batch
 
 IMG = encode_png(np.full((2, 2, 3), 7, dtype=np.uint8))
 BASE = dict(

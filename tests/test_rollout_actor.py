@@ -16,11 +16,11 @@ import torch
 from actors import rollout_actor
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
-from cluster.config import EnvConfig, RolloutConfig
-from cluster.schema import StepRecord, WeightsPayload, decode_png, from_table
+from contracts.config import EnvConfig, RolloutConfig
+from contracts.schema import StepRecord, WeightsPayload, decode_png, from_table
 from envs import make_env
 from envs.parsing import parse_action
-from learner.policy_model import vllm_key
+from models.policy import vllm_key
 
 ENVS, STEPS = 3, 3
 STATUSES = {"ok", "no_match", "ambiguous", "not_text"}

@@ -11,8 +11,8 @@ pytest.importorskip("alfworld")
 
 from actors.replay_store import ReplayStore  # noqa: E402
 from actors.rollout_actor import RolloutActor  # noqa: E402
-from cluster.config import EnvConfig, ReplayConfig, RolloutConfig  # noqa: E402
-from cluster.schema import decode_png, from_table  # noqa: E402
+from contracts.config import EnvConfig, ReplayConfig, RolloutConfig  # noqa: E402
+from contracts.schema import decode_png, from_table  # noqa: E402
 from envs import make_env  # noqa: E402
 
 

@@ -13,8 +13,8 @@ from actors import rollout_actor
 from actors.engines import Generation
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
-from cluster.config import EnvConfig, ReplayConfig, RolloutConfig
-from cluster.schema import decode_png, from_table
+from contracts.config import EnvConfig, ReplayConfig, RolloutConfig
+from contracts.schema import decode_png, from_table
 from envs import make_env
 from envs.prompts import chat_prompt, task_prompt
 

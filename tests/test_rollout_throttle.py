@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from cluster import launch, rollout_pool
-from cluster.config import tiny
 from cluster.rollout_pool import RolloutPool, backlog_gate
+from contracts.config import tiny
 
 
 class FakeHandle:

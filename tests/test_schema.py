@@ -1,4 +1,4 @@
-"""cluster/schema.py: StepRecord <-> Arrow roundtrip, lossless PNG, and the weights payload checksum."""
+"""contracts/schema.py: StepRecord <-> Arrow roundtrip, lossless PNG, and the weights payload checksum."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster.schema import (
+from contracts.schema import (
     STEP_SCHEMA,
     StepRecord,
     WeightsPayload,

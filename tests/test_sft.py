@@ -10,11 +10,10 @@ import re
 import numpy as np
 import pytest
 
-from cluster.config import PRESETS, ModelConfig, SFTConfig, numberline
+from contracts.config import PRESETS, ModelConfig, SFTConfig, numberline
 from envs.numberline import NumberLineEnv
 from envs.parsing import parse_action
 from envs.prompts import chat_prompt, task_prompt
-from learner.policy_model import VALUE_HEAD_FILE, load_policy
 from learner.sft import (
     demonstrations,
     frame_statistics,
@@ -24,6 +23,7 @@ from learner.sft import (
     tokenizer_corpus,
     train_sft,
 )
+from models.policy import VALUE_HEAD_FILE, load_policy
 
 ACTIONS = ("-", "+")
 STATE = re.compile(r'"current number": "(\d)", \n"target number": "(\d)"')
@@ -150,7 +150,9 @@ def test_frame_statistics_are_exact_on_many_frames():
 def test_vision_pretraining_learns_to_read_the_frames():
     from PIL import Image
 
-    from learner.policy_model import TinyVLMShape, build_processor, build_tiny_llava, build_tokenizer
+    from contracts.config import TinyVLMShape
+    from models.tiny_llava import build_processor, build_tiny_llava
+    from models.tokenizer import build_tokenizer
 
     demos = demonstrations("numberline", 300, noise=0.45, seed=0)
     unique = {img.tobytes(): (img, info) for img, _, _, info in demos}

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from cluster.config import PRESETS, ModelConfig, SFTConfig
+from contracts.config import PRESETS, ModelConfig, SFTConfig, TinyVLMShape
 from envs import TASKS, make_env
 from envs.experts import EXPERTS, blackjack_expert, ezpoints_expert, points24_expert
 from envs.parsing import parse_action
 from envs.prompts import chat_prompt, task_prompt
-from learner.policy_model import VALUE_HEAD_FILE, TinyVLMShape, build_tokenizer, load_policy
 from learner.sft import (
     SFT_SEED_BASE,
     demonstrations,
@@ -21,6 +20,8 @@ from learner.sft import (
     tokenizer_corpus,
     train_sft,
 )
+from models.policy import VALUE_HEAD_FILE, load_policy
+from models.tokenizer import build_tokenizer
 
 CARD_TASKS = ("ezpoints", "points24", "blackjack")
 EXPERT = {"ezpoints": ezpoints_expert, "points24": points24_expert, "blackjack": blackjack_expert}

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster.config import tiny
+from contracts.config import tiny
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
     from PIL import Image
 
     from cluster.launch import launch, push_weights, shutdown
-    from cluster.schema import from_table
+    from contracts.schema import from_table
 
     cfg = tiny()
     cfg.learner.world_size = 2

@@ -11,10 +11,10 @@ from PIL import Image
 
 from actors.rollout_actor import Stats
 from cluster import train
-from cluster.config import tiny
 from cluster.launch import System
 from cluster.metrics import RunLogger, plot_curve
 from cluster.train import print_table, summarize_rollouts
+from contracts.config import tiny
 
 
 def collect_metrics(steps, tokens, episodes, successes, return_sum, invalid, env_failures=0.0) -> dict[str, float]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import ray
 
-from cluster.benchmarks.models import build_variant, count_parameters
-from cluster.config import EnvConfig, LearnerConfig, PPOConfig, ReplayConfig, RolloutConfig
+from benchmarks.models import build_variant, count_parameters
+from contracts.config import EnvConfig, LearnerConfig, PPOConfig, ReplayConfig, RolloutConfig
 
 BIG_KV_GIB = 3
 """vLLM KV-cache space for the ~100M variant (batch 64 x ~310 tokens needs ~1.5 GiB; the default 1 GiB would

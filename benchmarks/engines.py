@@ -12,9 +12,9 @@ import time
 
 import ray
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, kill, kv_env, remote
-from cluster.config import RolloutConfig
+from benchmarks import report
+from benchmarks.common import Context, kill, kv_env, remote
+from contracts.config import RolloutConfig
 
 NAME = "engines"
 TITLE = "2. Inference engines: vLLM vs HF generate at batch 1 / 16 / 64, default model and ~100M variant"

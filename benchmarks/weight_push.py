@@ -19,9 +19,9 @@ import time
 
 import ray
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, kill, learner_actor, replay_store, rollout_actor, timed
-from cluster.config import LearnerConfig, PPOConfig
+from benchmarks import report
+from benchmarks.common import Context, kill, learner_actor, replay_store, rollout_actor, timed
+from contracts.config import LearnerConfig, PPOConfig
 
 NAME = "weight_push"
 TITLE = "4. Weight push: time vs model size, share of rollout time at the default push cadence, checksum cost"
@@ -30,7 +30,7 @@ TITLE = "4. Weight push: time vs model size, share of rollout time at the defaul
 @ray.remote(num_cpus=1)
 def checksum_pass(payload) -> dict[str, float]:
     """One blake2b pass over a weights payload (what `WeightsPayload.verify` costs), and its size."""
-    from cluster.schema import weights_checksum
+    from contracts.schema import weights_checksum
 
     t0 = time.perf_counter()
     weights_checksum(payload.names, payload.arrays)

@@ -14,9 +14,9 @@ import dataclasses
 import ray
 import torch
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, kill, learner_actor, replay_table
-from cluster.config import PPOConfig
+from benchmarks import report
+from benchmarks.common import Context, kill, learner_actor, replay_table
+from contracts.config import PPOConfig
 from learner.learner import LearnerWorker
 
 NAME = "zero"

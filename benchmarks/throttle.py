@@ -7,9 +7,9 @@ update's steps. Both are the real driver in async mode with everything else the 
 
 from __future__ import annotations
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, RunSpec, run_args, training_run
-from cluster.config import RolloutConfig
+from benchmarks import report
+from benchmarks.common import Context, RunSpec, run_args, training_run
+from contracts.config import RolloutConfig
 
 NAME = "throttle"
 TITLE = "7. Fix: rollout throttled by the replay backlog (before/after, async mode)"

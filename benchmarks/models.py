@@ -11,7 +11,7 @@ import json
 import math
 import pathlib
 
-from learner.policy_model import TinyVLMShape
+from contracts.config import TinyVLMShape
 
 BIG_SHAPE = TinyVLMShape(
     text_hidden=768,
@@ -41,7 +41,8 @@ def build_variant(base_path: str, out_path: str | pathlib.Path, shape: TinyVLMSh
     """A random-init LLaVA of `shape` with `base_path`'s tokenizer and processor, saved once (reused after)."""
     from transformers import AutoProcessor
 
-    from learner.policy_model import ValueHead, build_tiny_llava, save_policy
+    from models.policy import ValueHead, save_policy
+    from models.tiny_llava import build_tiny_llava
 
     out = pathlib.Path(out_path)
     stamp = out / "bench_variant.json"

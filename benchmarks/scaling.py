@@ -11,8 +11,8 @@ import time
 
 import ray
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, kill, replay_store, rollout_actor
+from benchmarks import report
+from benchmarks.common import Context, kill, replay_store, rollout_actor
 
 NAME = "scaling"
 TITLE = "6. Rollout throughput with 1 and 2 rollout actors"

@@ -1,6 +1,6 @@
 """Env reset and step latency of ALFWorld games, stock TextWorld against the caches (issue 4).
 
-    python -m envs.alfworld.latency [--games 6] [--repeats 3]
+    python -m benchmarks.alfworld_latency [--games 6] [--repeats 3]
 
 Plays the same generated unseen games (one per task type) with the oracle, first on stock textworld, then
 with envs/alfworld/fast_textworld installed, in one process, and prints min / median / max seconds and the

@@ -205,7 +205,7 @@ def render_markdown(report: dict) -> str:
     lines = [
         "# Benchmarks: where the time goes",
         "",
-        "Written by `make bench` (`python -m cluster.benchmarks`); do not edit by hand. Every figure is min / median "
+        "Written by `make bench` (`python -m benchmarks`); do not edit by hand. Every figure is min / median "
         "/ max over repeats; every ratio compares two things measured in the same run on the same machine "
         "(paired by repeat where both sides ran in every repeat).",
         "",

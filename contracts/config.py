@@ -15,7 +15,37 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from learner.policy_model import TinyVLMShape
+
+@dataclass
+class TinyVLMShape:
+    """Sizes of the embedded default VLM (every field a standard HF config field)."""
+
+    vocab_size: int = 1024
+    """BPE vocabulary size of the tokenizer trained on the task strings."""
+    text_hidden: int = 128
+    """Llama hidden size; head_dim = text_hidden / text_heads must be one vLLM's CPU attention supports (32, 64)."""
+    text_layers: int = 4
+    """Llama decoder layers."""
+    text_heads: int = 4
+    """Llama attention heads."""
+    text_intermediate: int = 384
+    """Llama MLP width."""
+    vision_hidden: int = 128
+    """CLIP vision hidden size."""
+    vision_layers: int = 2
+    """CLIP vision encoder layers."""
+    vision_heads: int = 4
+    """CLIP vision attention heads."""
+    image_size: int = 112
+    """Side of the square image the vision tower sees (the 300x300 env frame is resized to it)."""
+    patch_size: int = 14
+    """ViT patch size: (image_size / patch_size)^2 image tokens per frame."""
+    max_positions: int = 1024
+    """Longest sequence (prompt with image tokens + response); vLLM's max_model_len is read from it."""
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""learner/policy_model.py: tokenizer, tiny LLaVA save/load (vLLM layout), key renames, policy+value forward."""
+"""models/policy.py: tokenizer, tiny LLaVA save/load (vLLM layout), key renames, policy+value forward."""
 
 from __future__ import annotations
 
@@ -8,25 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from contracts.config import TinyVLMShape
 from envs.experts import numberline_response
 from envs.prompts import chat_prompt, task_prompt
-from learner.policy_model import (
-    EOS_TOKEN,
-    IMAGE_TOKEN,
-    PAD_TOKEN,
-    VALUE_HEAD_FILE,
-    PolicyWithValue,
-    TinyVLMShape,
-    ValueHead,
-    build_processor,
-    build_tiny_llava,
-    build_tokenizer,
-    hf_key,
-    load_policy,
-    save_policy,
-    vllm_key,
-)
 from learner.sft import tokenizer_corpus
+from models.policy import VALUE_HEAD_FILE, PolicyWithValue, ValueHead, hf_key, load_policy, save_policy, vllm_key
+from models.tiny_llava import build_processor, build_tiny_llava
+from models.tokenizer import EOS_TOKEN, IMAGE_TOKEN, PAD_TOKEN, build_tokenizer
 
 SHAPE = TinyVLMShape()
 

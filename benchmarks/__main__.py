@@ -1,9 +1,9 @@
 """Run the benchmark suite and write docs/bench/report.json, docs/bench/report.md and the README table.
 
-    python -m cluster.benchmarks                      # everything, 3 repeats (what `make bench` runs)
-    python -m cluster.benchmarks --quick              # 1 repeat, smallest sizes: a smoke test, ~6-10 min
-    python -m cluster.benchmarks --only rollout,zero --repeats 5
-    python -m cluster.benchmarks --quick --out /tmp/bench   # anywhere else: the README is left alone
+    python -m benchmarks                      # everything, 3 repeats (what `make bench` runs)
+    python -m benchmarks --quick              # 1 repeat, smallest sizes: a smoke test, ~6-10 min
+    python -m benchmarks --only rollout,zero --repeats 5
+    python -m benchmarks --quick --out /tmp/bench   # anywhere else: the README is left alone
 
 A partial run (`--only`) replaces its sections in an existing report and keeps the others.
 """
@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 
-from cluster.benchmarks import (
+from benchmarks import (
     async_sync,
     engines,
     hotpath,
@@ -31,7 +31,7 @@ from cluster.benchmarks import (
     weight_push,
     zero,
 )
-from cluster.benchmarks.common import Context, start_ray
+from benchmarks.common import Context, start_ray
 
 SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle]
 NAMES = [m.NAME for m in SUITE]
@@ -39,7 +39,7 @@ DEFAULT_OUT = pathlib.Path("docs/bench")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cluster.benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, smallest sizes (a smoke test)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(NAMES)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per figure (default 3; --quick: 1)")
@@ -68,8 +68,8 @@ def ensure_model(path: str) -> str:
     """The default policy: the NumberLine SFT checkpoint, built as `make train` builds it when missing."""
     if (pathlib.Path(path) / "config.json").exists():
         return path
-    from cluster.config import numberline
     from cluster.train import ensure_sft_checkpoint
+    from contracts.config import numberline
 
     cfg = numberline()
     cfg.model.path = path
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(old_path.read_text()).get("sections", []) if old_path.exists() else []
     rep = {
         "generated": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "python -m cluster.benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "quick": args.quick,
         "repeats": args.repeats,
         "machine": report.machine_facts(),

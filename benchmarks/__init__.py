@@ -1,4 +1,4 @@
-"""The benchmark suite (`make bench`, `python -m cluster.benchmarks`): where the time goes, measured side by side.
+"""The benchmark suite (`make bench`, `python -m benchmarks`): where the time goes, measured side by side.
 
 One module per comparison; each `run(ctx)` returns a report section (see report.py):
 

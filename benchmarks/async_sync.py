@@ -8,9 +8,9 @@ SFT-start evaluation's log line to the last update's), so start-up and the final
 
 from __future__ import annotations
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, RunSpec, run_args, training_run
-from cluster.config import RolloutConfig
+from benchmarks import report
+from benchmarks.common import Context, RunSpec, run_args, training_run
+from contracts.config import RolloutConfig
 
 NAME = "async_sync"
 TITLE = "5. Async vs sync: wall clock for the same PPO updates and env steps"

@@ -18,8 +18,8 @@ import sys
 import threading
 import time
 
-from cluster.benchmarks.common import Context, RunSpec, training_run
-from cluster.config import PPOConfig, RolloutConfig
+from benchmarks.common import Context, RunSpec, training_run
+from contracts.config import PPOConfig, RolloutConfig
 
 NAME = "profile"
 TITLE = "Profile of a training run's hot path (py-spy), before and after the fix"

@@ -12,9 +12,9 @@ import numpy as np
 import ray
 import torch
 
-from cluster.benchmarks import report
-from cluster.benchmarks.common import Context, kill, kv_env, remote, replay_store, rollout_actor, timed
-from cluster.config import EnvConfig, RolloutConfig
+from benchmarks import report
+from benchmarks.common import Context, kill, kv_env, remote, replay_store, rollout_actor, timed
+from contracts.config import EnvConfig, RolloutConfig
 
 NAME = "rollout"
 TITLE = "1. Rollout: rollout actor (vLLM, batched) vs an RL4VLM-style loop (HF batch 1 + scoring forward)"
@@ -24,9 +24,9 @@ class RL4VLMLoop:
     """One env, HF generate at batch 1, a separate scoring forward for log-probs and value; synchronous."""
 
     def __init__(self, model_path: str, env_cfg: EnvConfig, cfg: RolloutConfig, seed: int = 0):
-        from actors.engines import banned_token_ids
         from envs import TASKS, make_env
-        from learner.policy_model import PolicyWithValue, load_policy
+        from models.policy import PolicyWithValue, load_policy
+        from models.tokenizer import banned_token_ids
 
         vlm, self.processor, value_head = load_policy(model_path)
         self.model = PolicyWithValue(vlm, value_head).eval()

@@ -1,7 +1,7 @@
 """The paper-style results table from finished runs, beside the paper's own numbers (RL4VLM Tables 2 and 3).
 
-    python -m cluster.paper_table                    # newest finished run per task and prompt under runs/
-    python -m cluster.paper_table runs/nl4 runs/ezp2 # these runs only
+    python -m benchmarks.paper_table                    # newest finished run per task and prompt under runs/
+    python -m benchmarks.paper_table runs/nl4 runs/ezp2 # these runs only
     make table
 
 Success is the held-out rate (episode return > 0) from each run's eval.json: the SFT start and after RL.
@@ -98,7 +98,7 @@ def table(found: dict[tuple[str, bool], dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cluster.paper_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.paper_table", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="run folders (default: the newest finished run per task)")
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args(argv)
