@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models import weight_sync
 from models.tokenizer import banned_token_ids
 
 
@@ -81,12 +82,9 @@ class VLLMEngine:
             gens.append(Generation(list(out.prompt_token_ids), list(o.token_ids), logprobs, o.text))
         return gens
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """In-place reload without restarting the engine (the CPU backend repacks weights inside)."""
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named)})
-        # Cached prefixes and encoder outputs belong to the old weights (a stale encoder cache kills the engine).
-        self.llm.reset_prefix_cache()
-        self.llm.llm_engine.reset_encoder_cache()
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """In place, without restarting the engine (models/weight_sync.py)."""
+        weight_sync.load_into_vllm(self.llm, named)
 
 
 class HFEngine:
@@ -137,17 +135,9 @@ class HFEngine:
             gens.append(Generation(prompt_ids, ids, token_logp[b, : len(ids)].tolist(), text))
         return gens
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        from models.policy import hf_key
-
-        state = {hf_key(k): v for k, v in named}
-        own = dict(self.vlm.named_parameters())
-        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
-        if missing or unexpected:  # checked before copying anything: a bad payload must not half-load
-            raise ValueError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        with torch.no_grad():
-            for name, tensor in state.items():
-                own[name].copy_(tensor)
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """(vLLM name, tensor) pairs, all or nothing (models/weight_sync.py)."""
+        weight_sync.load_into_hf(self.vlm, named)
 
 
 def make_engine(backend: str, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):

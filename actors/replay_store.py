@@ -29,7 +29,7 @@ class ReplayStore:
         if self.spill_dir:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(self, batch: pa.RecordBatch) -> bool:
+    def add(self, batch: pa.RecordBatch) -> None:
         """Accept a chunk of whole episodes; when full, first evict the oldest episodes (counted).
 
         Evicting rather than refusing: a refused actor would wait inside its `collect`, and every other call
@@ -49,7 +49,6 @@ class ReplayStore:
             self.episodes.append(table.filter(pc.equal(ids, episode_id)))
         self.num_steps += batch.num_rows
         self.counters["added_steps"] += batch.num_rows
-        return True
 
     def take(self, min_steps: int, learner_version: int, num_shards: int = 1):
         """Pop whole episodes until `min_steps` fresh steps are gathered; None if not enough yet.

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from actors.engines import make_engine
 from contracts.config import EnvConfig, RolloutConfig
-from contracts.schema import StepRecord, WeightsPayload, encode_png, to_record_batch
+from contracts.schema import StepRecord, encode_png, to_record_batch
+from contracts.seeds import training_seed
 from envs import TASKS, episode_success, make_env
 from envs.parsing import parse_action, parse_command
 from envs.prompts import chat_prompt, task_prompt
+from models.weight_sync import WeightsPayload, receive
 
 log = logging.getLogger(__name__)
-SEEDS_PER_ENV = 100_000  # training seeds of env e of actor a: base + (a * 1000 + e) * SEEDS_PER_ENV + k
 
 
 @dataclass
@@ -49,7 +48,7 @@ class RolloutActor:
         self.engine = make_engine(cfg.backend, model_path, cfg.temperature, cfg.max_new_tokens, seed=actor_id)
         self.rng = np.random.default_rng(env_cfg.seed + 7919 * actor_id)  # random actions for invalid text
         self.version = 0
-        self.counters = {"env_failures": 0, "store_waits": 0}
+        self.counters = {"env_failures": 0}
         # ALFWorld resets load (or first generate) a game: seconds. They run in threads so one slow reset
         # never stalls the batch: the other env copies keep stepping and the slot rejoins when it is ready.
         self.resets = ThreadPoolExecutor(env_cfg.envs_per_actor) if self.task.slow_reset else None
@@ -132,8 +131,7 @@ class RolloutActor:
 
     def _reset(self, slot: EnvSlot, train: bool = True) -> None:
         if train:
-            base = self.env_cfg.seed + (self.actor_id * 1000 + slot.index) * SEEDS_PER_ENV
-            slot.seed = base + slot.episodes
+            slot.seed = training_seed(self.env_cfg.seed, self.actor_id, slot.index, slot.episodes)
             slot.episodes += 1
         slot.steps = []
         # The next prompt is built from this reset's info, so a new EZPoints/Points24 episode's first prompt
@@ -170,10 +168,9 @@ class RolloutActor:
     def _ship(self, episodes: list[list[StepRecord]]) -> None:
         if not episodes or self.store is None:
             return
-        batch = to_record_batch([s for ep in episodes for s in ep])
-        while not _call(self.store.add, batch):  # the store is full: wait until the learner takes data
-            self.counters["store_waits"] += 1
-            time.sleep(0.05)
+        # Waits until the store holds the chunk (it never refuses one: when full it evicts its oldest episodes),
+        # so the store's depth already counts this collect's episodes when the driver harvests the call.
+        _call(self.store.add, to_record_batch([s for ep in episodes for s in ep]))
 
     # ---- evaluation --------------------------------------------------------------------------------------------
     def evaluate(self, num_episodes: int, seed_base: int) -> dict[str, float]:
@@ -212,13 +209,9 @@ class RolloutActor:
 
     # ---- weights -----------------------------------------------------------------------------------------------
     def load_weights(self, payload: WeightsPayload) -> dict[str, float]:
-        """Verify the checksum, load in place, and tag later samples with the new version."""
+        """Verify the checksum, load in place, and tag later samples with the new version (models/weight_sync.py)."""
         t0 = time.perf_counter()
-        payload.verify()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # arrays from the object store are read-only views; the engine copies
-            named = [(n, torch.from_numpy(a)) for n, a in zip(payload.names, payload.arrays, strict=True)]
-        self.engine.load_weights(named, payload.version)
+        self.engine.load_weights(receive(payload))
         self.version = payload.version
         return {"timing/weight_load_s": time.perf_counter() - t0, "rollout/policy_version": float(self.version)}
 

@@ -57,20 +57,10 @@ class Context:
 
 # ---- Ray -------------------------------------------------------------------------------------------------------
 def start_ray(num_cpus: int) -> None:
-    """A private local cluster with its own temp dir (never `ray stop`: that ends every cluster on the host)."""
-    from cluster.control import NAMESPACE
-    from cluster.launch import ACTOR_ENV
+    """A private local cluster with its own temp dir (cluster/launch.py `init_ray`, as a run starts one)."""
+    from cluster.launch import init_ray
 
-    if ray.is_initialized():
-        return
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _temp_dir=tempfile.mkdtemp(prefix="rl4vlm-bench-ray-"),
-        runtime_env={"env_vars": ACTOR_ENV},
-        logging_level="WARNING",
-        namespace=NAMESPACE,
-    )
+    init_ray(num_cpus, temp_prefix="rl4vlm-bench-ray-", private=True)
 
 
 def remote(cls, cpus: float = 1.0, env: dict[str, str] | None = None):

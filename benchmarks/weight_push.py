@@ -30,7 +30,7 @@ TITLE = "4. Weight push: time vs model size, share of rollout time at the defaul
 @ray.remote(num_cpus=1)
 def checksum_pass(payload) -> dict[str, float]:
     """One blake2b pass over a weights payload (what `WeightsPayload.verify` costs), and its size."""
-    from contracts.schema import weights_checksum
+    from models.weight_sync import weights_checksum
 
     t0 = time.perf_counter()
     weights_checksum(payload.names, payload.arrays)

@@ -49,24 +49,36 @@ class System:
         return list(self.pool.handles().values())
 
 
-def init_ray(cfg: Config) -> None:
-    """Join the cluster of a submitted job (RAY_ADDRESS), or start a private local one with its own temp dir."""
+def init_ray(num_cpus: int, dashboard: bool = False, temp_prefix: str = "rl4vlm-ray-", private: bool = False) -> None:
+    """Join the cluster of a submitted job (RAY_ADDRESS), or start a private local one with its own temp dir.
+
+    The one `ray.init` of the driver, the benchmarks and the tests (those pass `private`: their numbers and
+    actors must not land on a cluster someone else is using, even with RAY_ADDRESS set). A private cluster
+    never touches another one on the host, and nothing here runs `ray stop` (it ends every cluster on the
+    machine). Every actor gets ACTOR_ENV. Does nothing when Ray is already up (a test's or a suite's cluster).
+    """
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": ACTOR_ENV}
-    if os.environ.get("RAY_ADDRESS"):
+    if os.environ.get("RAY_ADDRESS") and not private:
         ray.init(runtime_env=runtime_env, namespace=NAMESPACE)
         return
-    cpus = cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.learner.world_size * cfg.learner.cpus_per_rank
     ray.init(
-        num_cpus=max(int(cpus + 0.999), 1),
-        include_dashboard=cfg.run.dashboard,
+        address="local",  # a new cluster even when RAY_ADDRESS names one
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
-        _temp_dir=tempfile.mkdtemp(prefix="rl4vlm-ray-"),
+        _temp_dir=tempfile.mkdtemp(prefix=temp_prefix),
         runtime_env=runtime_env,
         logging_level="WARNING",
         namespace=NAMESPACE,
     )
+
+
+def cpus_needed(cfg: Config) -> int:
+    """The CPUs a run reserves: its rollout actors and learner ranks (rounded up, at least 1)."""
+    cpus = cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.learner.world_size * cfg.learner.cpus_per_rank
+    return max(int(cpus + 0.999), 1)
 
 
 def free_port() -> int:
@@ -138,13 +150,13 @@ def shutdown(system: System) -> None:
 
 
 def push_weights(system: System, version: int) -> dict[str, float]:
-    """Full weights from learner rank 0 to every rollout actor, by object ref (the driver never holds them).
+    """Full weights from learner rank 0 to every rollout actor, by object ref (models/weight_sync.py).
 
-    Each actor verifies the checksum before loading and tags later samples with `version`. The loads queue
-    behind each actor's running collect; the driver does not wait for them (the pool harvests their timings).
+    The loads queue behind each actor's running collect; the driver does not wait for them (the pool harvests
+    their timings as `timing/weight_load_s`).
     """
     t0 = time.perf_counter()
     refs = [l.export_weights.remote(version) for l in system.learners]  # every rank joins (ZeRO-3 gathers)
-    ray.wait(refs, num_returns=len(refs), fetch_local=False)
+    ray.wait(refs, num_returns=len(refs), fetch_local=False)  # exported; the driver never fetches the weights
     system.pool.push(refs[0], version)
     return {"timing/weight_push_s": time.perf_counter() - t0}

@@ -11,17 +11,17 @@ import pathlib
 import sys
 import time
 
-RAY_GAUGES = {
-    "env_steps_per_s": "Env steps per second over all rollout actors",
-    "tokens_per_s": "Generated tokens per second over all rollout actors",
-    "success": "Training-episode success rate (return > 0) since the last update",
-    "reward": "Mean training-episode return since the last update",
-    "staleness": "Mean policy-version lag of the samples in the last PPO update",
-    "weight_push_seconds": "Seconds of the last weight push",
-    "replay_depth": "Steps waiting in the replay store",
-    "policy_version": "Current learner policy version",
-    "eval_success": "Held-out evaluation success",
-    "rollout_actors": "Rollout actors currently collecting",
+RAY_GAUGES = {  # Ray gauge (series ray_rl4vlm_<name>): the logged metric it shows, its description
+    "env_steps_per_s": ("rollout/env_steps_per_s", "Env steps per second over all rollout actors"),
+    "tokens_per_s": ("rollout/tokens_per_s", "Generated tokens per second over all rollout actors"),
+    "success": ("rollout/success", "Training-episode success rate (return > 0) since the last update"),
+    "reward": ("rollout/return_mean", "Mean training-episode return since the last update"),
+    "staleness": ("learner/staleness_mean", "Mean policy-version lag of the samples in the last PPO update"),
+    "weight_push_seconds": ("timing/weight_push_s", "Seconds of the last weight push"),
+    "replay_depth": ("replay/depth_steps", "Steps waiting in the replay store"),
+    "policy_version": ("learner/policy_version", "Current learner policy version"),
+    "eval_success": ("eval/success", "Held-out evaluation success"),
+    "rollout_actors": ("rollout/actors", "Rollout actors currently collecting"),
 }
 RAY_COUNTERS = {"rollout_actor_restarts": "Crashed rollout actors replaced (Prometheus adds _total)"}
 RAY_HISTOGRAMS = {"sample_staleness": "Policy-version lag of each sample in a PPO update"}
@@ -41,7 +41,7 @@ class RunLogger:
         if use_ray_metrics:
             from ray.util.metrics import Counter, Gauge, Histogram
 
-            self.gauges = {k: Gauge(f"rl4vlm_{k}", description=d) for k, d in RAY_GAUGES.items()}
+            self.gauges = {k: Gauge(f"rl4vlm_{k}", description=d) for k, (_, d) in RAY_GAUGES.items()}
             self.counters = {k: Counter(f"rl4vlm_{k}", description=d) for k, d in RAY_COUNTERS.items()}
             boundaries = [b + 0.5 for b in STALENESS_BUCKETS]
             self.histograms = {
@@ -59,18 +59,7 @@ class RunLogger:
         self.tb.flush()
         self.history.write(json.dumps({"update": step, **metrics}) + "\n")
         self.history.flush()
-        for key, name in (
-            ("rollout/env_steps_per_s", "env_steps_per_s"),
-            ("rollout/tokens_per_s", "tokens_per_s"),
-            ("rollout/success", "success"),
-            ("rollout/return_mean", "reward"),
-            ("learner/staleness_mean", "staleness"),
-            ("timing/weight_push_s", "weight_push_seconds"),
-            ("replay/depth_steps", "replay_depth"),
-            ("learner/policy_version", "policy_version"),
-            ("eval/success", "eval_success"),
-            ("rollout/actors", "rollout_actors"),
-        ):
+        for name, (key, _) in RAY_GAUGES.items():
             if name in self.gauges and key in metrics:
                 self.gauges[name].set(metrics[key])
         restarts = metrics.get("rollout/actor_restarts", self.restarts_seen)

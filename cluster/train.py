@@ -19,8 +19,8 @@ import time
 
 import ray
 
-from cluster import checkpointing
-from cluster.launch import System, init_ray, launch, push_weights, shutdown
+from cluster import run_checkpoints
+from cluster.launch import System, cpus_needed, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config, parse_cli
 
@@ -109,7 +109,6 @@ def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[
         "rollout/episodes": total.get("rollout/episodes", 0.0),
         "rollout/invalid_frac": total.get("rollout/invalid", 0.0) / max(steps, 1.0),
         "rollout/env_failures": total.get("rollout/env_failures", 0.0),  # collect() reports per-call counts
-        "rollout/store_waits": total.get("rollout/store_waits", 0.0),
     }
 
 
@@ -117,16 +116,16 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("learner.sft").setLevel(logging.INFO)  # SFT progress shows while `make train` builds it
     cfg, started = parse_cli(argv), time.perf_counter()
-    resume_dir, state = checkpointing.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
-    name = cfg.run.name or (resume_dir and checkpointing.run_dir_of(resume_dir).name)
+    resume_dir, state = run_checkpoints.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
+    name = cfg.run.name or (resume_dir and run_checkpoints.run_dir_of(resume_dir).name)
     name = name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = pathlib.Path(cfg.run.out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
     model_path = str(resume_dir / "model") if resume_dir else ensure_sft_checkpoint(cfg)
-    init_ray(cfg)
+    init_ray(cpus_needed(cfg), cfg.run.dashboard)
     system = launch(cfg, model_path, run_name=name)
-    pool, logger = system.pool, RunLogger(run_dir)
+    logger = RunLogger(run_dir)
     print(
         f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
         f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}\n"
@@ -134,20 +133,42 @@ def main(argv: list[str] | None = None) -> dict:
         f"--address {ray.get_runtime_context().gcs_address}",
         flush=True,
     )
-    version, update, total_steps = state.get("version", 0), state.get("update", 0), state.get("total_steps", 0)
+    progress = {k: state.get(k, 0) for k in ("version", "update", "total_steps")}
+    elapsed0 = state.get("elapsed_s", 0.0)  # of the run before it was resumed
     if resume_dir:  # optimizer, RNGs, replay and seeds back in place; the rollout actors get the same weights
-        checkpointing.restore(system, pool, resume_dir, state)
-        push_weights(system, version)
-        sft_eval = state["sft_eval"]
+        run_checkpoints.restore(system, system.pool, resume_dir, state)
+        push_weights(system, progress["version"])
+        progress["sft_eval"] = state["sft_eval"]
         resume_s = time.perf_counter() - started  # from the command to a system ready to train again
-        print(f"resumed from {resume_dir} in {resume_s:.1f} s: update {update}, policy version {version}", flush=True)
+        at = f"update {progress['update']}, policy version {progress['version']}"
+        print(f"resumed from {resume_dir} in {resume_s:.1f} s: {at}", flush=True)
     else:
-        sft_eval = evaluate(system, cfg)
+        progress["sft_eval"] = sft_eval = evaluate(system, cfg)
         logger.log(0, {**sft_eval, "rollout/total_env_steps": 0})
         print(f"SFT start: held-out success {sft_eval['eval/success']:.3f} ({sft_eval['eval/episodes']:.0f} episodes)")
+    progress = train_loop(system, cfg, run_dir, logger, progress, elapsed0)
+    result = finish(system, cfg, run_dir, logger, progress, elapsed0, model_path)
+    result |= {
+        "resumed_from": str(resume_dir) if resume_dir else None,
+        "resume_s": round(resume_s, 1) if resume_dir else None,
+    }
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    logger.close()
+    shutdown(system)
+    plot_curve(run_dir, run_dir / "learning_curve.png")
+    print_table(result, run_dir)
+    return result
 
+
+def train_loop(
+    system: System, cfg: Config, run_dir: pathlib.Path, logger: RunLogger, progress: dict, elapsed0: float
+) -> dict:
+    """PPO updates until run.total_updates or the time budget is reached; returns where the run then stands
+    (`progress`: policy version, update, env steps, the SFT evaluation; what a checkpoint records)."""
+    pool = system.pool
+    version, update, total_steps = progress["version"], progress["update"], progress["total_steps"]
     pool.submit_collects()
-    window_t0, elapsed0 = time.perf_counter(), state.get("elapsed_s", 0.0)
+    window_t0 = time.perf_counter()
     while update < cfg.run.total_updates and elapsed0 + logger.elapsed() < 60 * cfg.run.time_budget_min:
         # 0. An operator may have asked for more or fewer rollout actors (python -m cluster.control scale).
         if (wanted := ray.get(system.control.desired_rollout_actors.remote())) != pool.size():
@@ -184,19 +205,32 @@ def main(argv: list[str] | None = None) -> dict:
             metrics.update(evaluate(system, cfg))
         logger.log(update, metrics)
         logger.progress(update, cfg.run.total_updates, metrics)
-        progress = {"version": version, "update": update, "total_steps": total_steps, "sft_eval": sft_eval}
+        progress = {**progress, "version": version, "update": update, "total_steps": total_steps}
         progress["elapsed_s"] = elapsed0 + logger.elapsed()
         if cfg.run.checkpoint_every and update % cfg.run.checkpoint_every == 0:
-            checkpointing.save(system, pool, cfg, run_dir, progress)
+            run_checkpoints.save(system, pool, cfg, run_dir, progress)
         system.control.report.remote({**progress, "actors": pool.size(), **pool.counters}, pool.handles())
+    return progress
 
+
+def finish(
+    system: System,
+    cfg: Config,
+    run_dir: pathlib.Path,
+    logger: RunLogger,
+    progress: dict,
+    elapsed0: float,
+    model_path: str,
+) -> dict:
+    """The last weights to the actors, the final held-out evaluation and checkpoint; the eval.json results."""
+    pool, version, sft_eval = system.pool, progress["version"], progress["sft_eval"]
     pool.drain()  # let in-flight collects finish before the final weights and evaluation
     if version % cfg.learner.push_every:
         push_weights(system, version)
     final_eval = evaluate(system, cfg)
-    logger.log(update, {**final_eval, "rollout/total_env_steps": total_steps})
+    logger.log(progress["update"], {**final_eval, "rollout/total_env_steps": progress["total_steps"]})
     ray.get([l.save.remote(str(run_dir / "checkpoint"), {"policy_version": version}) for l in system.learners])
-    result = {
+    return {
         "task": cfg.env.task,
         "cot": cfg.env.cot,
         "episodes": int(final_eval["eval/episodes"]),
@@ -208,30 +242,22 @@ def main(argv: list[str] | None = None) -> dict:
         "sft_success_on_solvable": sft_eval["eval/success_on_solvable"],
         "final_success_on_solvable": final_eval["eval/success_on_solvable"],
         **success_by_type(sft_eval, final_eval),
-        "updates": update,
+        "updates": progress["update"],
         "policy_version": version,
-        "train_env_steps": int(total_steps),
+        "train_env_steps": int(progress["total_steps"]),
         "wall_clock_s": round(elapsed0 + logger.elapsed(), 1),
         "sft_wall_clock_s": sft_wall_clock(model_path),
         "mode": cfg.run.mode,
         "rollout_actor_restarts": pool.counters["actor_restarts"],
         "new_actor_first_versions": pool.joined_first_versions(),
-        "resumed_from": str(resume_dir) if resume_dir else None,
-        "resume_s": round(resume_s, 1) if resume_dir else None,
     }
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    logger.close()
-    shutdown(system)
-    plot_curve(run_dir, run_dir / "learning_curve.png")
-    print_table(result, run_dir)
-    return result
 
 
 def stop_for_resume(run_dir: pathlib.Path, error: Exception) -> None:
     """A learner rank died: stop cleanly and say exactly how to continue (its optimizer state is gone)."""
     try:
-        checkpoint = checkpointing.resolve(run_dir)
-    except checkpointing.CheckpointError:
+        checkpoint = run_checkpoints.resolve(run_dir)
+    except run_checkpoints.CheckpointError:
         checkpoint = None
     args = sys.argv[1:] or ["<preset>"]
     hint = (

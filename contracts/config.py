@@ -15,6 +15,8 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Literal
 
+from contracts import seeds
+
 
 @dataclass
 class TinyVLMShape:
@@ -58,7 +60,7 @@ class EnvConfig:
     """Env copies per rollout actor; each step runs them all through one batched generate call."""
     seed: int = 0
     """Base of the training seeds; each episode is reset with a fresh seed derived from it."""
-    eval_seed: int = 10**12
+    eval_seed: int = seeds.EVAL_SEED_BASE
     """Base of the held-out evaluation seeds (training seeds stay below it; `validate` checks)."""
 
 
@@ -227,9 +229,9 @@ class Config:
             problems.append("rollout.temperature must be > 0 (log-probs are taken at logits / T)")
         if min(self.rollout.num_actors, self.env.envs_per_actor, self.learner.world_size, self.run.total_updates) < 1:
             problems.append("num_actors, envs_per_actor, world_size and total_updates must be >= 1")
-        if self.env.envs_per_actor > 1000:
+        if self.env.envs_per_actor > seeds.MAX_ENVS_PER_ACTOR:
             problems.append("env.envs_per_actor must be <= 1000 (each env owns a disjoint block of training seeds)")
-        if self.env.seed + self.rollout.num_actors * 1000 * 100_000 >= self.env.eval_seed:
+        if seeds.training_seeds_end(self.env.seed, self.rollout.num_actors) >= self.env.eval_seed:
             problems.append("training seeds would reach env.eval_seed: raise eval_seed or lower seed/num_actors")
         if self.run.eval_episodes < 1:
             problems.append("run.eval_episodes must be >= 1")

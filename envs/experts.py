@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.seeds import CORPUS_SEED_BASE
 from envs import TASKS, make_env
 from envs.alfworld import expert as alfworld_expert
 from envs.blackjack import ACTION_NAMES as BLACKJACK_ACTIONS
@@ -266,8 +267,6 @@ def _numberline_corpus() -> list[str]:
     return texts * 4
 
 
-CORPUS_SEED_BASE = 3 * 10**12
-"""Corpus episodes: apart from training (< 1e12), evaluation (1e12..) and SFT demonstration (2e12..) seeds."""
 CORPUS_EPISODES = 300
 CORPUS_NOISE = (0.0, 0.45, 1.0)
 """Expert, SFT-like and almost-random play: RL shows the model formulas no expert writes (wrong numbers,

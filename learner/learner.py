@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from contracts.config import LearnerConfig, PPOConfig
-from contracts.schema import WeightsPayload
 from learner import ppo
 from learner.batch import TokenTexts, collate, samples_from_table
-from models.policy import PolicyWithValue, load_policy, save_policy, vllm_key
+from models.policy import PolicyWithValue, load_policy, save_policy
 from models.tokenizer import banned_token_ids
+from models.weight_sync import WeightsPayload, export_arrays
 
 
 def clear_stale_build_lock(extension: str, max_age_s: float = 600.0) -> bool:
@@ -252,9 +252,7 @@ class LearnerWorker:
         with self._full_params():
             if self.rank != 0:
                 return None
-            named = [
-                (vllm_key(n), p.detach().cpu().float().numpy().copy()) for n, p in self.module.vlm.named_parameters()
-            ]
+            named = export_arrays(self.module.vlm)  # copied out while the full weights are gathered
         return WeightsPayload.build(version, named)
 
     def save(self, path: str, info: dict | None = None) -> None:
@@ -265,7 +263,7 @@ class LearnerWorker:
 
     def save_checkpoint(self, directory: str, info: dict | None = None) -> None:
         """Model (rank 0) and this rank's optimizer state, update count and RNG states. Collective (ZeRO-3)."""
-        from learner.checkpoint import save_state
+        from learner.state_files import save_state
 
         path = pathlib.Path(directory)
         self.save(str(path / "model"), info)
@@ -279,7 +277,7 @@ class LearnerWorker:
 
         Needs the same number of ranks and ZeRO stage (each rank's optimizer holds its own partition).
         """
-        from learner.checkpoint import CheckpointError, load_state
+        from learner.state_files import CheckpointError, load_state
 
         fresh = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         state, extra = load_state(pathlib.Path(directory), f"learner_rank{self.rank}", fresh)

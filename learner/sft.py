@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from contracts.config import ModelConfig, SFTConfig
+from contracts.seeds import SFT_SEED_BASE
 from envs import make_env
 from envs.experts import EXPERTS, TaskExpert
 from envs.prompts import chat_prompt, task_prompt
@@ -30,7 +31,6 @@ from models.tiny_llava import build_processor, build_tiny_llava
 from models.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
-SFT_SEED_BASE = 2 * 10**12  # demonstration episodes: above the evaluation seeds, apart from RL training
 
 
 def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 
@@ -34,15 +33,9 @@ def ray_cluster():
     """A private local Ray cluster with its own temp dir, shut down after the module."""
     import ray
 
-    from cluster.launch import ACTOR_ENV
+    from cluster.launch import init_ray
 
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        _temp_dir=tempfile.mkdtemp(prefix="rl4vlm-test-ray-"),
-        runtime_env={"env_vars": ACTOR_ENV},
-        logging_level="WARNING",
-    )
+    init_ray(4, temp_prefix="rl4vlm-test-ray-", private=True)
     yield ray
     ray.shutdown()
 

@@ -17,20 +17,41 @@ from contracts.config import PRESETS, parse_cli
 CLUSTER = pathlib.Path(__file__).resolve().parent.parent / "cluster"
 FILES = ["ray-cluster.yaml", "rayjob.yaml", "grafana_dashboard.json"]
 RESOURCES = {"head_node", "rollout_node", "learner_node"}  # the custom resources of cluster/local_cluster.py
-# Metrics another change adds to cluster/metrics.py; listed here too so the dashboard check does not depend on
-# which of the two lands first (kind: how Prometheus names it).
-EXPECTED = {"rollout_actors": "gauge", "rollout_actor_restarts": "counter", "sample_staleness": "histogram"}
+SUFFIXES = {"Gauge": [""], "Counter": ["_total"], "Histogram": ["_bucket", "_sum", "_count"]}
+"""How Prometheus names the series of each Ray metric kind."""
 
 
-def registered_metric_names() -> set[str]:
-    """Every Prometheus series name the code registers: `ray_` + `rl4vlm_<name>`, Counters with `_total`,
-    Histograms as `_bucket`/`_sum`/`_count`."""
-    kinds = {k: "gauge" for k in metrics.RAY_GAUGES}
-    kinds |= {k: "counter" for k in getattr(metrics, "RAY_COUNTERS", {})}
-    kinds |= {k: "histogram" for k in getattr(metrics, "RAY_HISTOGRAMS", {})}
-    kinds = {**EXPECTED, **kinds}
-    suffixes = {"gauge": [""], "counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
-    return {f"ray_rl4vlm_{k}{s}" for k, kind in kinds.items() for s in suffixes[kind]}
+class Recorded:
+    """Stands in for ray.util.metrics' Gauge/Counter/Histogram: records the name and every value sent."""
+
+    made: list[Recorded] = []
+
+    def __init__(self, name, description="", boundaries=None):
+        self.name, self.values = name, []
+        Recorded.made.append(self)
+
+    def set(self, value):
+        self.values.append(value)
+
+    inc = observe = set
+
+
+def exported_series(tmp_path, monkeypatch) -> set[str]:
+    """The Prometheus series the run logger really exports: `ray_` + each metric it registers (with its kind's
+    suffixes), after logging one update's metrics as the driver does; a metric that never gets a value fails."""
+    import ray.util.metrics
+
+    Recorded.made = []
+    for kind in SUFFIXES:
+        monkeypatch.setattr(ray.util.metrics, kind, type(kind, (Recorded,), {}))
+    logger = metrics.RunLogger(tmp_path, use_ray_metrics=True)
+    update = {key: 1.0 for key, _ in metrics.RAY_GAUGES.values()}
+    update |= {"rollout/actor_restarts": 1.0, "learner/staleness_count_1": 2.0}
+    logger.log(1, update)
+    logger.close()
+    silent = [m.name for m in Recorded.made if not m.values]
+    assert not silent, f"registered but never given a value: {silent}"
+    return {f"ray_{m.name}{s}" for m in Recorded.made for s in SUFFIXES[type(m).__name__]}
 
 
 def entrypoints(text: str) -> list[list[str]]:
@@ -101,15 +122,16 @@ def test_rayjob_manifest_shape():
     assert [json.loads(json.loads(g["rayStartParams"]["resources"])) for g in gpu] == [{"learner_node": 1}]
 
 
-def test_dashboard_queries_only_registered_metrics_and_covers_them():
+def test_dashboard_queries_exactly_the_metrics_the_run_exports(tmp_path, monkeypatch):
     dash = json.loads((CLUSTER / "grafana_dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     queried = {m for e in exprs for m in re.findall(r"\bray_rl4vlm_\w+", e)}
-    registered = registered_metric_names()
-    assert queried <= registered, f"queried but never registered: {sorted(queried - registered)}"
-    bases = {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in registered}
+    exported = exported_series(tmp_path, monkeypatch)
+    assert len(exported) >= 10, exported  # an empty export (and an empty dashboard) must not pass
+    assert queried <= exported, f"queried but never exported: {sorted(queried - exported)}"
+    bases = {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in exported}
     covered = {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in queried}
-    assert bases <= covered, f"registered but on no panel: {sorted(bases - covered)}"
+    assert bases <= covered, f"exported but on no panel: {sorted(bases - covered)}"
     assert all(p["datasource"]["type"] == "prometheus" for p in dash["panels"])
     assert any("histogram_quantile" in e and "sample_staleness_bucket" in e for e in exprs)
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])

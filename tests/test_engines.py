@@ -163,13 +163,13 @@ def test_vllm_load_weights_in_place(vllm_engine, hf_reference):
     named = [(vllm_key(n), p.detach().clone()) for n, p in changed.named_parameters()]
     assert any(n.startswith("model.vision_tower.vision_model.") for n, _ in named)
     try:
-        vllm_engine.load_weights(named, version=1)
+        vllm_engine.load_weights(named)
         after = vllm_engine.generate(prompts, images)
         check_against(changed, processor, after, prompts, images)
         stale = manual_logprobs(vlm, processor, after[0].prompt_ids, after[0].response_ids, images[0])
         assert np.max(np.abs(stale - np.array(after[0].logprobs))) > 0.1  # the weights really changed
     finally:  # back to the checkpoint's weights, so the engine is as the fixture made it
-        vllm_engine.load_weights([(vllm_key(n), p.detach().clone()) for n, p in vlm.named_parameters()], version=2)
+        vllm_engine.load_weights([(vllm_key(n), p.detach().clone()) for n, p in vlm.named_parameters()])
     restored = vllm_engine.generate(prompts[:1], images[:1])
     check_against(vlm, processor, restored, prompts[:1], images[:1])
     assert before[0].prompt_ids == restored[0].prompt_ids

@@ -75,8 +75,8 @@ def assert_whole_contiguous(table: pa.Table, lengths_by_id: dict[str, int]):
 
 def test_add_take_whole_episodes_oldest_first():
     s = store()
-    assert s.add(episodes([3, 5], prefix="a"))
-    assert s.add(episodes([4, 2], prefix="b"))
+    s.add(episodes([3, 5], prefix="a"))
+    s.add(episodes([4, 2], prefix="b"))
     assert s.num_steps == 14
     (out,) = s.take(min_steps=6, learner_version=0)
     assert out.schema == STEP_SCHEMA
@@ -101,12 +101,12 @@ def test_take_returns_none_when_not_enough():
 
 def test_full_store_evicts_the_oldest_episodes():
     s = store(capacity_steps=10)
-    assert s.add(episodes([4, 4], prefix="a"))
-    assert s.add(episodes([3], prefix="b"))  # 8 + 3 > 10: the oldest episode (a-0, 4 steps) goes
+    s.add(episodes([4, 4], prefix="a"))
+    s.add(episodes([3], prefix="b"))  # 8 + 3 > 10: the oldest episode (a-0, 4 steps) goes
     assert s.num_steps == 7 and s.counters["evicted_steps"] == 4 and s.counters["added_steps"] == 11
-    assert s.add(episodes([2], prefix="c"))  # 7 + 2 fits
+    s.add(episodes([2], prefix="c"))  # 7 + 2 fits
     assert s.counters["evicted_steps"] == 4
-    assert s.add(episodes([12], prefix="d"))  # larger than the store: everything older goes, it stays
+    s.add(episodes([12], prefix="d"))  # larger than the store: everything older goes, it stays
     assert s.num_steps == 12 and len(s.episodes) == 1
     assert s.take(min_steps=4, learner_version=0)[0].num_rows == 12
 
@@ -169,8 +169,8 @@ def test_spill_dir_writes_readable_parquet(tmp_path):
     spill = tmp_path / "spill"
     s = store(spill_dir=str(spill), capacity_steps=5)
     b1, b2 = episodes([2, 3], prefix="a"), episodes([4], prefix="b")
-    assert s.add(b1)
-    assert s.add(b2)  # evicts b1's episodes from the store; the archive keeps every chunk
+    s.add(b1)
+    s.add(b2)  # evicts b1's episodes from the store; the archive keeps every chunk
     files = sorted(spill.glob("*.parquet"))
     assert len(files) == 2
     for f, b in zip(files, (b1, b2)):

@@ -1,12 +1,15 @@
 """actors/rollout_actor.py in-process (no Ray): HF engine on the tiny random VLM, real envs, in-process store.
 
-Weight loading is in test_rollout_actor_weights.py.
+NumberLine first (records, seeds, env failures, weight loads), then the card tasks with a scripted engine (each
+prompt shows the formula of its own state) and ALFWorld (text actions, resets off the batch's path).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -14,13 +17,16 @@ import pytest
 import torch
 
 from actors import rollout_actor
+from actors.engines import Generation
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
-from contracts.config import EnvConfig, RolloutConfig
-from contracts.schema import StepRecord, WeightsPayload, decode_png, from_table
+from contracts.config import EnvConfig, ReplayConfig, RolloutConfig
+from contracts.schema import StepRecord, decode_png, from_table
 from envs import make_env
 from envs.parsing import parse_action
+from envs.prompts import chat_prompt, task_prompt
 from models.policy import vllm_key
+from models.weight_sync import WeightsPayload
 
 ENVS, STEPS = 3, 3
 STATUSES = {"ok", "no_match", "ambiguous", "not_text"}
@@ -143,6 +149,7 @@ def test_training_seeds_distinct_and_eval_uses_held_out_seeds(tiny_model_path, s
 def test_training_seeds_stay_below_eval_seed_for_many_actors(tiny_model_path):
     actor = make_actor(tiny_model_path, actor_id=10, envs=1)
     assert actor.slots[0].seed < EnvConfig().eval_seed
+    assert actor.slots[0].seed == 10 * 1000 * 100_000  # the seeds every reported run trained on
 
 
 def test_env_failure_drops_only_that_episode(tiny_model_path, store):
@@ -169,33 +176,6 @@ def test_env_failure_drops_only_that_episode(tiny_model_path, store):
     assert all(r.episode_id != "0-0-1" for r in records)
     assert any(r.episode_id == "0-0-2" and r.seed == 1 for r in records)  # a fresh episode, next seed
     assert_whole(by_episode(shipped))
-
-
-class FullThenFreeStore:
-    """Refuses the first two chunks (store full), then accepts."""
-
-    def __init__(self):
-        self.calls, self.accepted = 0, []
-
-    def add(self, batch) -> bool:
-        self.calls += 1
-        if self.calls <= 2:
-            return False
-        self.accepted.append(batch)
-        return True
-
-
-def test_full_store_makes_collect_wait(tiny_model_path):
-    fake = FullThenFreeStore()
-    actor = make_actor(tiny_model_path, fake)
-    m = actor.collect(steps_per_env=10)
-    assert m["rollout/store_waits"] == 2 and fake.calls == 3
-    assert len(fake.accepted) == 1
-    episodes = by_episode(from_table(fake.accepted[0]))
-    assert len(episodes) == m["rollout/episodes"] >= ENVS
-    assert_whole(episodes)
-    m2 = actor.collect(steps_per_env=10)  # accepted at once; the counter is per actor lifetime
-    assert m2["rollout/store_waits"] == 0 and fake.calls == 4  # counts are per call
 
 
 # ---- load_weights: checksum, in-place load, version tags on later samples ----
@@ -261,3 +241,129 @@ def test_load_weights_with_unknown_name_changes_nothing(tiny_model_path):
     assert actor.version == 0
     after = weights(actor)
     assert all(np.array_equal(before[n], after[n]) for n in before)
+
+
+# ---- card tasks (scripted engine): every prompt shows the formula of the state its image shows ----
+# The paper's SB3 auto-reset showed a new episode's first prompt with the previous episode's last formula; we
+# deliberately do not.
+
+
+class ScriptedEngine:
+    """Answers "+" on an empty formula and "=" otherwise, so each episode is exactly two steps."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def generate(self, prompts, images):
+        self.calls.append(list(prompts))
+        empty = "You are observing the current formula: . "
+        return [
+            Generation([1], [2], [-0.1], ' {\n "action": "+" \n}' if empty in p else ' {\n "action": "=" \n}')
+            for p in prompts
+        ]
+
+
+@pytest.mark.parametrize("task", ["ezpoints", "points24"])
+@pytest.mark.parametrize("cot", [True, False])
+def test_first_prompt_of_each_episode_shows_its_own_empty_formula(task, cot, monkeypatch):
+    engine = ScriptedEngine()
+    monkeypatch.setattr(rollout_actor, "make_engine", lambda *args, **kwargs: engine)
+    store = ReplayStore(ReplayConfig(capacity_steps=1000))
+    env_cfg = EnvConfig(task=task, cot=cot, envs_per_actor=2)
+    actor = RolloutActor(0, env_cfg, RolloutConfig(backend="hf", steps_per_call=6), "unused", store)
+    actor.collect()
+    empty = chat_prompt(task_prompt(task, {"formula": []}, cot))
+    plus = chat_prompt(task_prompt(task, {"formula": ["+"]}, cot))
+    assert empty != plus
+    # steps 0, 2, 4 start episodes (after "=" ended the previous one), steps 1, 3, 5 follow "+"
+    assert [call[0] for call in engine.calls] == [empty, plus] * 3
+    assert all(call[0] == call[1] for call in engine.calls)
+    episodes = {}
+    for record in from_table(store.take(store.num_steps, learner_version=0)[0]):
+        episodes.setdefault(record.episode_id, []).append(record)
+    episodes = {k: sorted(v, key=lambda s: s.step) for k, v in episodes.items()}
+    assert len(episodes) == 6
+    env = make_env(task)
+    for steps in episodes.values():  # the stored image is the fresh deal with an empty formula
+        obs, info = env.reset(seed=steps[0].seed)
+        assert info["formula"] == []
+        np.testing.assert_array_equal(np.asarray(decode_png(steps[0].image_png)), obs)
+        assert [s.reward for s in steps] == [0.0, -1.0] and steps[-1].terminated
+
+
+# ---- ALFWorld: text actions, whole episodes, resets off the batch's path ----
+needs_alfworld = pytest.mark.skipif(importlib.util.find_spec("alfworld") is None, reason="alfworld not installed")
+
+
+def make_alfworld_actor(model_path, store=None, envs=3) -> RolloutActor:
+    cfg = RolloutConfig(backend="hf", max_new_tokens=16, steps_per_call=2)
+    actor = RolloutActor(0, EnvConfig(task="alfworld", envs_per_actor=envs), cfg, model_path, store)
+    for slot in actor.slots:
+        slot.env.max_steps = 2  # short episodes so a collect ships some
+    return actor
+
+
+@needs_alfworld
+def test_collect_ships_whole_alfworld_episodes(alfworld_cache, tiny_model_path):
+    store = ReplayStore(ReplayConfig(capacity_steps=1000))
+    actor = make_alfworld_actor(tiny_model_path, store)
+    episodes = 0
+    for _ in range(10):  # slots whose reset is still loading sit out a round, so the count per call varies
+        episodes += actor.collect(steps_per_env=4)["rollout/episodes"]
+        if episodes >= 3:
+            break
+    assert episodes >= 3
+    records = from_table(store.take(store.num_steps, learner_version=0)[0])
+    assert records and {r.parse_status for r in records} <= {"ok", "no_match", "empty"}
+    env = make_env("alfworld")
+    episodes: dict[str, list] = {}
+    for r in records:
+        episodes.setdefault(r.episode_id, []).append(r)
+    for steps in episodes.values():
+        steps.sort(key=lambda s: s.step)
+        env.max_steps = 2
+        obs, info = env.reset(seed=steps[0].seed)
+        for s in steps:  # the stored image and reward replay on a fresh env from the stored action
+            np.testing.assert_array_equal(np.asarray(decode_png(s.image_png)), obs)
+            command = info["admissible_commands"][s.action] if s.action >= 0 else "not a command"
+            obs, reward, terminated, truncated, info = env.step(command)
+            assert (reward, terminated, truncated) == (s.reward, s.terminated, s.truncated)
+        assert steps[-1].truncated or steps[-1].terminated
+
+
+@needs_alfworld
+def test_a_slow_reset_does_not_stall_the_batch(alfworld_cache, tiny_model_path):
+    actor = make_alfworld_actor(tiny_model_path, envs=3)
+    for slot in actor.slots:
+        slot.env.max_steps = 50  # no episode ends (and resets) inside this test's collects
+        if slot.pending is not None:
+            slot.pending.result()  # the first games are loaded
+    release = threading.Event()
+    slow = actor.slots[0]
+    original = slow.env.reset
+
+    def blocked_reset(**kwargs):
+        release.wait(timeout=60)
+        return original(**kwargs)
+
+    slow.env.reset = blocked_reset
+    actor._reset(slow)  # its next episode starts loading and blocks
+    try:
+        metrics = actor.collect(steps_per_env=2)
+        assert metrics["rollout/env_steps"] == 2 * 2  # the other two env copies stepped twice each
+        assert slow.pending is not None and not slow.pending.done()
+    finally:
+        release.set()
+    slow.pending.result()
+    metrics = actor.collect(steps_per_env=1)
+    assert metrics["rollout/env_steps"] == 3 and slow.pending is None  # it rejoined once its reset finished
+
+
+@needs_alfworld
+def test_evaluate_reports_success_per_task_type(alfworld_cache, tiny_model_path):
+    actor = make_alfworld_actor(tiny_model_path, envs=3)
+    out = actor.evaluate(num_episodes=6, seed_base=EnvConfig().eval_seed)
+    assert out["eval/episodes"] == 6
+    types = {k[len("eval/n/") :] for k in out if k.startswith("eval/n/")}
+    assert len(types) == 6 and all(out[f"eval/n/{t}"] == 1 for t in types)
+    assert all(out[f"eval/won/{t}"] in (0.0, 1.0) for t in types)

@@ -1,23 +1,40 @@
-"""contracts/schema.py: StepRecord <-> Arrow roundtrip, lossless PNG, and the weights payload checksum."""
+"""contracts/schema.py: StepRecord <-> Arrow roundtrip (the schema derived from its annotations), lossless PNG.
+
+The weights payload is models/weight_sync.py (tests/test_weight_sync.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from contracts.schema import (
-    STEP_SCHEMA,
-    StepRecord,
-    WeightsPayload,
-    decode_png,
-    encode_png,
-    from_table,
-    to_record_batch,
-)
+from contracts.schema import STEP_SCHEMA, StepRecord, decode_png, encode_png, from_table, to_record_batch
+
+# The Arrow types the rows have always had (spilled Parquet and checkpointed replay files hold them).
+WIRE_TYPES = {
+    "episode_id": pa.string(),
+    "step": pa.int32(),
+    "actor_id": pa.int32(),
+    "env_index": pa.int32(),
+    "seed": pa.int64(),
+    "policy_version": pa.int64(),
+    "prompt_ids": pa.list_(pa.int32()),
+    "image_png": pa.binary(),
+    "response_ids": pa.list_(pa.int32()),
+    "behaviour_logprobs": pa.list_(pa.float32()),
+    "response_text": pa.string(),
+    "action": pa.int32(),
+    "action_valid": pa.bool_(),
+    "parse_status": pa.string(),
+    "reward": pa.float32(),
+    "terminated": pa.bool_(),
+    "truncated": pa.bool_(),
+}
 
 
 def make_steps() -> list[StepRecord]:
@@ -65,10 +82,25 @@ def make_steps() -> list[StepRecord]:
     ]
 
 
-def test_schema_field_names_match_steprecord():
-    assert STEP_SCHEMA.names == [f.name for f in dataclasses.fields(StepRecord)]
-    assert STEP_SCHEMA.field("image_png").type == pa.binary()
-    assert STEP_SCHEMA.field("seed").type == pa.int64()
+def test_derived_schema_keeps_the_wire_types_through_ipc_and_parquet(tmp_path):
+    """The schema derived from StepRecord's annotations is the wire schema, field for field, and a batch
+    written as Arrow IPC (checkpoints) and Parquet (the store's spill) reads back with it, the same records and
+    the Python types the annotations name."""
+    assert STEP_SCHEMA.names == [f.name for f in dataclasses.fields(StepRecord)] == list(WIRE_TYPES)
+    assert [(f.name, f.type) for f in STEP_SCHEMA] == list(WIRE_TYPES.items())
+    batch = to_record_batch(make_steps())
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    pq.write_table(pa.Table.from_batches([batch]), tmp_path / "steps.parquet")
+    hints = typing.get_type_hints(StepRecord)  # Annotated stripped: the Python type of each field
+    for table in (pa.ipc.open_file(sink.getvalue()).read_all(), pq.read_table(tmp_path / "steps.parquet")):
+        assert table.schema.equals(STEP_SCHEMA)
+        records = from_table(table)
+        assert records == from_table(batch)
+        for record in records:
+            for name, hint in hints.items():
+                assert isinstance(getattr(record, name), typing.get_origin(hint) or hint), name
 
 
 def test_record_batch_roundtrip_all_fields():
@@ -107,49 +139,3 @@ def test_png_lossless_random_image():
     back = np.asarray(decode_png(data))
     assert back.dtype == np.uint8 and back.shape == img.shape
     np.testing.assert_array_equal(back, img)
-
-
-def named_arrays():
-    rng = np.random.default_rng(2)
-    return [
-        ("model.a.weight", rng.standard_normal((4, 3)).astype(np.float32)),
-        ("model.a.bias", rng.standard_normal(3).astype(np.float32)),
-        ("lm_head.weight", np.arange(6, dtype=np.float32).reshape(2, 3)[:, ::2]),  # non-contiguous input
-    ]
-
-
-def test_weights_payload_build_and_verify():
-    payload = WeightsPayload.build(7, named_arrays())
-    assert payload.version == 7
-    assert payload.names == ["model.a.weight", "model.a.bias", "lm_head.weight"]
-    assert all(a.flags["C_CONTIGUOUS"] for a in payload.arrays)
-    payload.verify()  # no exception
-    assert WeightsPayload.build(7, named_arrays()).checksum == payload.checksum  # deterministic
-
-
-def test_weights_payload_detects_changed_element():
-    payload = WeightsPayload.build(1, named_arrays())
-    payload.arrays[1] = payload.arrays[1].copy()
-    payload.arrays[1][2] += 1e-3
-    with pytest.raises(ValueError, match="checksum"):
-        payload.verify()
-
-
-def test_weights_payload_detects_changed_name_and_shape():
-    payload = WeightsPayload.build(1, named_arrays())
-    payload.names[0] = "model.b.weight"
-    with pytest.raises(ValueError, match="checksum"):
-        payload.verify()
-    payload = WeightsPayload.build(1, named_arrays())
-    payload.arrays[0] = payload.arrays[0].reshape(3, 4)  # same bytes, other shape
-    with pytest.raises(ValueError, match="checksum"):
-        payload.verify()
-
-
-def test_weights_payload_summary():
-    payload = WeightsPayload.build(2, named_arrays())
-    s = payload.summary()
-    assert "arrays" not in s
-    assert s["num_bytes"] == (12 + 3 + 4) * 4
-    assert s["version"] == 2 and s["names"] == payload.names and s["checksum"] == payload.checksum
-    assert len(payload.arrays) == 3  # summary does not strip the payload itself

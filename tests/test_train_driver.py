@@ -27,14 +27,13 @@ def collect_metrics(steps, tokens, episodes, successes, return_sum, invalid, env
         "rollout/invalid": invalid,
         "rollout/policy_version": 1.0,
         "rollout/env_failures": env_failures,  # counted during this collect() call
-        "rollout/store_waits": 1.0,
         "timing/collect_s": 2.0,
     }
 
 
 def test_summarize_reads_the_keys_collect_produces():
-    produced = Stats().metrics(0, {"env_failures": 0, "store_waits": 0})
-    read = {"env_steps", "tokens", "episodes", "successes", "return_sum", "invalid", "env_failures", "store_waits"}
+    produced = Stats().metrics(0, {"env_failures": 0})
+    read = {"env_steps", "tokens", "episodes", "successes", "return_sum", "invalid", "env_failures"}
     assert {f"rollout/{k}" for k in read} <= produced.keys()
 
 
@@ -52,7 +51,6 @@ def test_summarize_rollouts_sums_calls_into_rates():
             "rollout/episodes": 5.0,
             "rollout/invalid_frac": 6.0 / 20.0,
             "rollout/env_failures": 1.0,  # summed over calls (and so over actors)
-            "rollout/store_waits": 2.0,
         }
     )
 
@@ -199,7 +197,7 @@ def test_print_table_shows_the_eval_json_values(tmp_path, capsys):
 
 
 def test_learner_failure_stops_cleanly_with_the_exact_resume_command(tmp_path, monkeypatch, capsys):
-    from learner.checkpoint import write_state_json
+    from learner.state_files import write_state_json
 
     monkeypatch.setattr(train.sys, "argv", ["cluster.train", "numberline", "--ppo.lr", "5e-5"])
     with pytest.raises(SystemExit) as stop:

@@ -42,12 +42,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from contracts.seeds import EVAL_SEED_BASE
 from envs.alfworld import fast_textworld
 from envs.alfworld.catalogue import GameCatalogue
 from envs.alfworld.oracle import Goal, WorldState, goal_progress, next_command
 from envs.alfworld.render import location_xy, render_map
 
-EVAL_SEED_BASE = 10**12
 MAX_STEPS = 50
 
 

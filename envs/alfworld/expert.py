@@ -13,9 +13,9 @@ import json
 
 import numpy as np
 
+from contracts.seeds import CORPUS_SEED_BASE
 from envs.prompts import chat_prompt, task_prompt
 
-CORPUS_SEED_BASE = 3 * 10**12  # apart from training (< 1e12), evaluation (1e12..) and SFT (2e12..) seeds
 CORPUS_EPISODES = 36
 CORPUS_NOISE = (0.0, 0.3, 1.0)
 

@@ -1,9 +1,9 @@
 """Periodic checkpoints of a whole run and resuming from them (`--run.resume <run dir or checkpoint>`).
 
 A checkpoint holds everything the next update depends on: model and value head, each learner rank's
-optimizer state, update count and RNG states (learner/checkpoint.py), the episodes the replay store still
+optimizer state, update count and RNG states (learner/state_files.py), the episodes the replay store still
 held, every rollout actor's seed position and RNG, the policy version and the run's counters. Files are
-data only (safetensors, JSON, Arrow IPC). The layout is in learner/checkpoint.py.
+data only (safetensors, JSON, Arrow IPC). The layout is in learner/state_files.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 import ray
 
 from contracts.config import Config
-from learner.checkpoint import CheckpointError, check_compatible, read_json, resolve, write_state_json
+from learner.state_files import CheckpointError, check_compatible, read_json, resolve, write_state_json
 
 REPLAY_FILE = "replay.arrow"
 

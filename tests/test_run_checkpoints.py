@@ -99,7 +99,7 @@ def test_resume_continues_at_the_same_policy_version(ray_cluster, tiny_model_pat
 
 def test_bad_checkpoints_stop_with_one_clear_error(ray_cluster, tiny_model_path, tmp_path):
     from cluster.train import main
-    from learner.checkpoint import CheckpointError
+    from learner.state_files import CheckpointError
 
     base = ["tiny", "--model.path", tiny_model_path, "--run.out-dir", str(tmp_path), "--run.checkpoint-every", "1"]
     main([*base, "--run.name", "src", "--run.total-updates", "1", "--run.eval-episodes", "1"])

@@ -1,4 +1,4 @@
-"""learner/checkpoint.py: nested state <-> safetensors + JSON, and one clear error for every bad checkpoint."""
+"""learner/state_files.py: nested state <-> safetensors + JSON, and one clear error for every bad checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from learner.checkpoint import (
+from learner.state_files import (
     FORMAT_VERSION,
     CheckpointError,
     check_compatible,

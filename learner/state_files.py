@@ -1,4 +1,7 @@
-"""Checkpoints as data only: safetensors for tensors, JSON for everything else, never pickle.
+"""The files of a checkpoint, as data only: safetensors for tensors, JSON for everything else, never pickle.
+
+What goes into a run checkpoint and when is cluster/run_checkpoints.py; this module only writes and reads the
+files, and raises CheckpointError for any that is missing, corrupt or does not fit.
 
 Layout of `runs/<run>/checkpoints/update_000010/` (written by the driver and the learner ranks together):
 
