@@ -34,7 +34,7 @@ ROLES = {
         "weight load (verify + reload)": ["RolloutActor.load_weights"],
     },
     "LearnerWorker": {
-        "forward passes (proximal + PPO)": ["LearnerWorker._score"],
+        "forward passes (proximal + PPO)": ["WrappedModelStep.score"],
         "backward": ["Engine.backward"],
         "optimizer step": ["Engine.step"],
         "collate (pixels, padding)": ["collate (learner/batch.py"],

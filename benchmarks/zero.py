@@ -78,12 +78,12 @@ def run(ctx: Context) -> dict:
         cls = PlainTorchLearner if variant == "torch" else None
         # All four stay alive so repeats can alternate; they run one at a time, so half a CPU each is reserved.
         learners[variant] = learner_actor(ctx.model, ppo, zero_stage=stage, cls=cls, cpus=0.5)
-        ray.get(learners[variant].train.remote(table_ref, 0))  # warm-up update (allocations, lazy inits)
+        ray.get(learners[variant].update.remote(table_ref, 0))  # warm-up update (allocations, lazy inits)
     rates = {v: [] for v in VARIANTS}
     update_s = {v: [] for v in VARIANTS}
     for _ in range(ctx.repeats):
         for variant, learner in learners.items():  # one at a time: each has the same core to itself
-            out = ray.get(learner.train.remote(table_ref, 0))
+            out = ray.get(learner.update.remote(table_ref, 0))
             samples = out["learner/samples"] * ppo.epochs
             rates[variant].append(samples / out["timing/train_s"])
             update_s[variant].append(out["timing/train_s"])

@@ -183,7 +183,7 @@ def train_loop(
         # 2. One PPO update on every rank (each gets its shard by reference); async rollout goes on meanwhile.
         try:
             learner_metrics = pool.run_until(
-                [l.train.remote(s, version) for l, s in zip(system.learners, shards)], resubmit=cfg.run.mode == "async"
+                [l.update.remote(s, version) for l, s in zip(system.learners, shards)], resubmit=cfg.run.mode == "async"
             )
         except ray.exceptions.RayActorError as error:
             stop_for_resume(run_dir, error)

@@ -2,12 +2,14 @@
 
 f(text) = a if exactly one legal action string follows the first `"action":`, otherwise a uniformly random
 action (exploration, no penalty in gym_cards). Every fallback is reported as invalid so it can be counted.
-Model text is only ever searched as a string; it is never executed.
+Model text is only ever searched as a string; it is never executed. `action_start_index` finds the same
+marker in a response's tokens for the learner's CoT/action split.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,3 +74,23 @@ def parse_command(text, admissible: list[str], rng: np.random.Generator) -> Pars
         if re.search(rf"(?<![a-z0-9]){re.escape(c)}(?![a-z0-9])", tail):
             return ParsedAction(i, True, "ok", admissible[i])
     return ParsedAction(-1, False, "no_match", tail.strip().strip('"{} ').strip() or s)
+
+
+def action_start_index(token_texts: Sequence[str]) -> int:
+    """Index of the response token where the last `"action":` begins; len(token_texts) if there is none.
+
+    The learner's CoT/action split (learner/ppo.py scales the tokens before it by λ). Found from the decoded
+    token strings (never from fixed ids, the original code's bug #17), so it works for any tokenizer, including
+    markers split across tokens or glued to neighbouring characters. Case-sensitive and the LAST marker (spec §5),
+    while `parse_action` lower-cases the text and reads after the first.
+    """
+    text = "".join(token_texts)
+    pos = text.rfind(ACTION_MARKER)
+    if pos < 0:
+        return len(token_texts)
+    end = 0
+    for i, piece in enumerate(token_texts):
+        end += len(piece)
+        if end > pos:
+            return i
+    return len(token_texts)

@@ -2,6 +2,7 @@
 
 Every sample is scored under the exact prompt ids its step was generated with (never a re-built prompt,
 the original code's bug §11.1), and the CoT/action split is found from its own response tokens.
+Shapes: B = samples, L = prompt + response (the whole sequence), R = response tokens.
 """
 
 from __future__ import annotations
@@ -10,24 +11,60 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import torch
+from PIL import Image
 
-from contracts.schema import decode_png, from_table
-from learner.ppo import action_start_index
+from contracts.schema import StepRecord, decode_png, from_table
+from envs.parsing import action_start_index
 
 
 @dataclass
 class Sample:
-    episode_id: str
-    step: int
-    policy_version: int
-    prompt_ids: list[int]
-    response_ids: list[int]
-    behaviour_logprobs: list[float]
-    image: object  # PIL image
-    reward: float
-    done: bool
+    """One replay row as the learner scores it: the stored StepRecord plus what is derived from it once."""
+
+    record: StepRecord
+    image: Image.Image
+    """`record.image_png` decoded (RGB)."""
     action_start: int
-    """First response token of the last `"action":` (len(response_ids) if absent)."""
+    """First response token of the last `"action":` (len(record.response_ids) if absent)."""
+
+    @property
+    def done(self) -> bool:
+        """The episode ended at this step; truncation counts as termination, as in the paper."""
+        return self.record.terminated or self.record.truncated
+
+    @staticmethod
+    def from_record(record: StepRecord, token_texts: TokenTexts) -> Sample:
+        return Sample(record, decode_png(record.image_png), action_start_index(token_texts(record.response_ids)))
+
+    @staticmethod
+    def probe(
+        prompt_ids: list[int],
+        response_ids: list[int],
+        image: Image.Image,
+        behaviour_logprobs: list[float] | None = None,
+        action_start: int = 0,
+    ) -> Sample:
+        """A sample with no env step behind it, to score a given response (LearnerWorker.logprobs, tests)."""
+        record = StepRecord(
+            episode_id="probe",
+            step=0,
+            actor_id=0,
+            env_index=0,
+            seed=0,
+            policy_version=0,
+            prompt_ids=prompt_ids,
+            image_png=b"",  # the decoded image is given; nothing reads the PNG of a probe
+            response_ids=response_ids,
+            behaviour_logprobs=behaviour_logprobs if behaviour_logprobs is not None else [0.0] * len(response_ids),
+            response_text="",
+            action=0,
+            action_valid=True,
+            parse_status="ok",
+            reward=0.0,
+            terminated=True,
+            truncated=False,
+        )
+        return Sample(record, image, action_start)
 
 
 class TokenTexts:
@@ -49,21 +86,23 @@ class TokenTexts:
 def samples_from_table(table: pa.Table, token_texts: TokenTexts) -> list[Sample]:
     """Rows in episode order; an empty response is kept (its log-prob is 0) so the step still counts."""
     steps = sorted(from_table(table), key=lambda s: (s.episode_id, s.step))
-    return [
-        Sample(
-            episode_id=s.episode_id,
-            step=s.step,
-            policy_version=s.policy_version,
-            prompt_ids=s.prompt_ids,
-            response_ids=s.response_ids,
-            behaviour_logprobs=s.behaviour_logprobs,
-            image=decode_png(s.image_png),
-            reward=s.reward,
-            done=s.terminated or s.truncated,
-            action_start=action_start_index(token_texts(s.response_ids)),
-        )
-        for s in steps
-    ]
+    return [Sample.from_record(s, token_texts) for s in steps]
+
+
+def pad_prompt_response(
+    prompts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt + response right-padded with `pad_id`: input_ids (B, L) long, attention_mask (B, L) long.
+
+    Shared by PPO's `collate` and SFT (learner/sft.py), so both score a sequence laid out the same way.
+    """
+    B, L = len(prompts), max(len(p) + len(r) for p, r in zip(prompts, responses))
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, L), dtype=torch.long)
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        input_ids[b, : len(p) + len(r)] = torch.tensor(p + r)
+        attention_mask[b, : len(p) + len(r)] = 1
+    return input_ids, attention_mask
 
 
 def collate(samples: list[Sample], image_processor, pad_id: int) -> dict[str, torch.Tensor]:
@@ -73,19 +112,18 @@ def collate(samples: list[Sample], image_processor, pad_id: int) -> dict[str, to
     logit_index (B, R) = positions whose logits predict response tokens; targets, response_mask (B, R);
     behaviour_logprobs (B, R); action_start (B,).
     """
-    B = len(samples)
-    L = max(len(s.prompt_ids) + len(s.response_ids) for s in samples)
-    R = max(max(len(s.response_ids) for s in samples), 1)
-    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, L), dtype=torch.long)
+    steps = [s.record for s in samples]
+    input_ids, attention_mask = pad_prompt_response(
+        [s.prompt_ids for s in steps], [s.response_ids for s in steps], pad_id
+    )
+    B = len(steps)
+    R = max(max(len(s.response_ids) for s in steps), 1)
     logit_index = torch.zeros((B, R), dtype=torch.long)
     targets = torch.full((B, R), pad_id, dtype=torch.long)
     response_mask = torch.zeros((B, R), dtype=torch.bool)
     behaviour = torch.zeros((B, R), dtype=torch.float32)
-    for b, s in enumerate(samples):
+    for b, s in enumerate(steps):
         P, n = len(s.prompt_ids), len(s.response_ids)
-        input_ids[b, : P + n] = torch.tensor(s.prompt_ids + s.response_ids)
-        attention_mask[b, : P + n] = 1
         logit_index[b] = P - 1  # padding positions point at a real logit; the mask removes them
         logit_index[b, :n] = torch.arange(P - 1, P - 1 + n)
         targets[b, :n] = torch.tensor(s.response_ids, dtype=torch.long)
@@ -96,7 +134,7 @@ def collate(samples: list[Sample], image_processor, pad_id: int) -> dict[str, to
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "pixel_values": pixel_values,
-        "value_index": torch.tensor([len(s.prompt_ids) - 1 for s in samples]),
+        "value_index": torch.tensor([len(s.prompt_ids) - 1 for s in steps]),
         "logit_index": logit_index,
         "targets": targets,
         "response_mask": response_mask,

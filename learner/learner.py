@@ -1,27 +1,27 @@
 """LearnerWorker: one DeepSpeed ZeRO rank running the paper's PPO update (one Ray actor per rank).
 
-Each update: score the shard once without gradients (values, proximal log-probs), GAE per episode, advantages
-normalised over all ranks, then `epochs` passes of clipped PPO over micro-batches. Stale samples are
-weighted by the truncated importance ratio π_prox/π_behav against the engine's behaviour log-probs.
+The update itself is learner/ppo_update.py `ppo_update`, which knows neither DeepSpeed nor the other ranks.
+This rank gives it DeepSpeed's model behind `StepModel` (learner/step_model.py) and all-reduces over
+torch.distributed, and keeps what outlives an update: the update count, weights export and checkpoints.
 A plain class; cluster/launch.py wraps it with `ray.remote`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import math
 import os
 import pathlib
 import random
 import time
 
-import numpy as np
 import torch
 
 from contracts.config import LearnerConfig, PPOConfig
-from learner import ppo
-from learner.batch import TokenTexts, collate, samples_from_table
+from learner.batch import Sample, TokenTexts, collate, samples_from_table
+from learner.ppo_update import ReduceOp, ppo_update
+from learner.step_model import WrappedModelStep
 from models.policy import PolicyWithValue, load_policy, save_policy
 from models.tokenizer import banned_token_ids
 from models.weight_sync import WeightsPayload, export_arrays
@@ -86,154 +86,70 @@ class LearnerWorker:
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
-        self.engine, self.optimizer = self._wrap(optimizer, ds_config)
+        self.ds_model, self.optimizer = self._wrap(optimizer, ds_config)
         # Where DeepSpeed put the module (cuda:LOCAL_RANK or cpu): batches go there, replay data stays on the host.
-        self.device = torch.device(self.engine.device)
+        self.device = torch.device(self.ds_model.device)
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
-        self.banned = torch.tensor(banned_token_ids(tokenizer), device=self.device)
+        banned = torch.tensor(banned_token_ids(tokenizer), device=self.device)
+        self.step_model = WrappedModelStep(
+            self.ds_model, self.optimizer, self.device, banned, temperature, ppo_cfg.cot_coef
+        )
         self.token_texts = TokenTexts(tokenizer)
-        self.updates = 0
+        self.updates = 0  # PPO updates done (checkpointed): the cosine schedule and the value warm-up follow it
 
     def _wrap(self, optimizer, ds_config: dict):
-        """DeepSpeed's engine around the module: forward, backward (÷ grad_accum), clip and step at boundaries.
-
-        The only place that knows DeepSpeed trains the model (the benchmarks' plain-torch learner overrides it).
+        """DeepSpeed's model wrapper around the module: forward, backward (÷ grad_accum), clip and step at
+        boundaries. The only place that knows DeepSpeed trains the model (the benchmarks' plain-torch learner
+        overrides it with an object of the same shape, like learner/step_model.py `PlainTorchModel`).
         """
         import deepspeed
 
-        engine, optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=ds_config)
-        return engine, optimizer
+        ds_model, optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=ds_config)
+        return ds_model, optimizer
 
-    # ---- scoring ---------------------------------------------------------------------------------------------
-    def _score(self, batch: dict[str, torch.Tensor], detach_value: bool = False):
-        """Forward one micro-batch: λ-scaled sequence log-probs (B,), values (B,), token log-probs (B, R).
-
-        Inputs are moved to the module's device; the outputs stay there (the PPO loss needs their gradients).
-        """
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        logits, values = self.engine(
-            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"], detach_value
-        )
-        idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
-        response_logits = logits.gather(1, idx).float()
-        response_logits[..., self.banned] = float("-inf")  # the engine never samples these either
-        token_logp = ppo.token_logprobs(response_logits, batch["targets"], self.temperature)
-        token_logp = token_logp.masked_fill(~batch["response_mask"], 0.0)
-        seq = ppo.scaled_sequence_logprob(
-            token_logp, batch["response_mask"], batch["action_start"], self.ppo_cfg.cot_coef
-        )
-        return seq, values.float(), token_logp
-
-    def _all_reduce(self, values: list[float], op=None) -> list[float]:
+    # ---- PPO update ------------------------------------------------------------------------------------------
+    def _all_reduce(self, values: list[float], op: ReduceOp = "sum") -> list[float]:
+        """learner/ppo_update.py `AllReduce` over the learner ranks' process group."""
         import torch.distributed as dist
 
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)  # NCCL: device tensors
         if self.world_size > 1:
-            dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-        return t.tolist()
+            reduce_op = {
+                "sum": dist.ReduceOp.SUM,
+                "mean": dist.ReduceOp.SUM,  # divided below: gloo has no AVG
+                "max": dist.ReduceOp.MAX,
+                "min": dist.ReduceOp.MIN,
+            }[op]
+            dist.all_reduce(t, op=reduce_op)
+        out = t.tolist()
+        return [v / self.world_size for v in out] if op == "mean" else out
 
-    # ---- PPO update ------------------------------------------------------------------------------------------
-    def train(self, shard, learner_version: int) -> dict[str, float]:
-        """One PPO update on this rank's shard (an Arrow table or its object ref). Collective: all ranks call it."""
-        import torch.distributed as dist
+    def update(self, shard, learner_version: int) -> dict[str, float]:
+        """One PPO update on this rank's shard (an Arrow table or its object ref). Collective: all ranks call it.
 
+        `learner_version` is the version of the weights the update starts from (staleness is counted to it).
+        """
         t0 = time.perf_counter()
         if not hasattr(shard, "num_rows"):
             import ray
 
             shard = ray.get(shard)
         samples = samples_from_table(shard, self.token_texts)
-        cfg, mb = self.ppo_cfg, self.ppo_cfg.micro_batch
-        n = len(samples)
-
-        # 1. Proximal pass: values and log-probs under the weights this update starts from.
-        self.engine.eval()
-        old_logp, old_values, behav_logp = torch.zeros(n), torch.zeros(n), torch.zeros(n)
-        # Under ZeRO-3 every forward is collective, so all ranks run the same number of them: a rank with a
-        # smaller shard repeats its last micro-batch and discards the result.
-        num_batches = int(self._all_reduce([math.ceil(n / mb)], dist.ReduceOp.MAX)[0])
-        with torch.no_grad():
-            for k in range(num_batches):
-                i = min(k, math.ceil(n / mb) - 1) * mb
-                batch = collate(samples[i : i + mb], self.processor.image_processor, self.pad_id)
-                seq, val, _ = self._score(batch)
-                if k * mb >= n:
-                    continue
-                old_logp[i : i + mb], old_values[i : i + mb] = seq.cpu(), val.cpu()
-                behav_logp[i : i + mb] = ppo.scaled_sequence_logprob(
-                    batch["behaviour_logprobs"], batch["response_mask"], batch["action_start"], cfg.cot_coef
-                )
-
-        # 2. GAE per episode (samples are sorted by episode and step), normalised over all ranks.
-        rewards = torch.tensor([s.reward for s in samples])
-        dones = torch.tensor([s.done for s in samples])
-        advantages, returns = ppo.gae(rewards, old_values, dones, cfg.gamma, cfg.gae_lambda)
-        total, total_sq, count = self._all_reduce([advantages.sum(), (advantages**2).sum(), float(n)])
-        mean = total / count
-        std = math.sqrt(max(total_sq / count - mean**2, 0.0))
-        advantages = ppo.normalize(advantages, mean, std)
-        weights = ppo.importance_weights(old_logp, behav_logp, cfg.is_cap)
-
-        # 3. PPO epochs. Every rank runs the same number of micro-batches (DeepSpeed reduces gradients together).
-        lr = cfg.end_lr + 0.5 * (cfg.lr - cfg.end_lr) * (1 + math.cos(math.pi * self.updates / self.total_updates))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        steps_per_epoch = int(self._all_reduce([n // mb], dist.ReduceOp.MIN)[0])
-        steps_per_epoch = max(cfg.grad_accum, steps_per_epoch // cfg.grad_accum * cfg.grad_accum)
-        warmup = self.updates < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
-        self.engine.train()
-        logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
-        stopped_early = False
-        for _ in range(cfg.epochs):
-            if stopped_early:
-                break
-            order = torch.randperm(n).tolist()
-            order = (order * math.ceil(steps_per_epoch * mb / n))[: steps_per_epoch * mb]  # repeat if short
-            for j in range(steps_per_epoch):
-                idx = order[j * mb : (j + 1) * mb]
-                batch = collate([samples[i] for i in idx], self.processor.image_processor, self.pad_id)
-                new_logp, values, _ = self._score(batch, detach_value=warmup)
-                dev = new_logp.device
-                pg_loss, stats = ppo.policy_loss(
-                    new_logp, old_logp[idx].to(dev), advantages[idx].to(dev), cfg.clip, weights[idx].to(dev)
-                )
-                v_loss = ppo.value_loss(values, old_values[idx].to(dev), returns[idx].to(dev), cfg.clip)
-                loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite PPO loss at update {self.updates}: {loss.item()}")
-                self.engine.backward(loss)
-                self.engine.step()
-                logs["policy_loss"].append(pg_loss.item())
-                logs["value_loss"].append(v_loss.item())
-                logs["clip_frac"].append(stats["clip_frac"])
-                logs["approx_kl"].append(stats["approx_kl"])
-                if (j + 1) % cfg.grad_accum == 0:  # an optimizer-step boundary: every rank decides together
-                    kl = self._all_reduce([float(np.mean(logs["approx_kl"][-cfg.grad_accum :]))])[0] / self.world_size
-                    if not kl <= cfg.target_kl:  # NaN stops too
-                        stopped_early = True
-                        break
-        self.updates += 1
-        staleness = [learner_version - s.policy_version for s in samples]
-        out = {f"learner/{k}": float(np.mean(v)) for k, v in logs.items()}
-        out.update(
-            {
-                "learner/lr": lr,
-                "learner/value_warmup": float(warmup),
-                "learner/stopped_early": float(stopped_early),
-                "learner/optimizer_micro_steps": float(len(logs["approx_kl"])),
-                "learner/samples": float(n),
-                "learner/value_mean": float(old_values.mean()),
-                "learner/return_mean": float(returns.mean()),
-                "learner/is_weight_mean": float(weights.mean()),
-                "learner/behaviour_gap": float((old_logp - behav_logp).abs().mean()),
-                "learner/staleness_mean": float(np.mean(staleness)),
-                "learner/staleness_max": float(np.max(staleness)),
-                **{f"learner/staleness_count_{k}": float(np.sum(np.minimum(staleness, 3) == k)) for k in range(4)},
-                "timing/train_s": time.perf_counter() - t0,
-            }
+        make_batch = functools.partial(collate, image_processor=self.processor.image_processor, pad_id=self.pad_id)
+        metrics = ppo_update(
+            self.step_model,
+            samples,
+            make_batch,
+            self.ppo_cfg,
+            self.updates,
+            self.total_updates,
+            learner_version,
+            self._all_reduce,
         )
-        return out
+        self.updates += 1
+        metrics["timing/train_s"] = time.perf_counter() - t0
+        return metrics
 
     # ---- weights and checkpoints -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -301,11 +217,8 @@ class LearnerWorker:
 
         Collective under ZeRO-3 (a forward gathers the sharded weights): call it on every rank.
         """
-        from learner.batch import Sample
-
-        sample = Sample("probe", 0, 0, prompt_ids, response_ids, [0.0] * len(response_ids), image, 0.0, True, 0)
-        batch = collate([sample], self.processor.image_processor, self.pad_id)
-        self.engine.eval()
+        batch = collate([Sample.probe(prompt_ids, response_ids, image)], self.processor.image_processor, self.pad_id)
+        self.step_model.eval_mode()
         with torch.no_grad():
-            _, _, token_logp = self._score(batch)
+            _, _, token_logp = self.step_model.score(batch)
         return token_logp[0, : len(response_ids)].tolist()

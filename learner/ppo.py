@@ -1,42 +1,25 @@
 """PPO maths for RL4VLM, pure torch: GAE, the λ-scaled CoT log-prob, clipped policy and value losses.
 
 Nothing here knows about Ray, vLLM or DeepSpeed, so every formula is unit-tested on hand-made tensors.
-Shapes: B = samples (env steps), L = response tokens, V = vocabulary, T = steps of a trajectory.
+Shapes (the same letters across learner/): B = samples (env steps), R = response tokens, V = vocabulary,
+T = consecutive steps of one or more trajectories. L, the whole prompt + response sequence, only appears in
+learner/batch.py; here every per-token tensor is over the response.
 
 The action log-prob of one env step is the paper's (spec §5):
     log π(a|o, v_in) = λ · Σ log p(CoT tokens) + Σ log p(action tokens)
-where the action tokens run from the start of the LAST `"action":` in the response to its end (EOS included).
+where the action tokens run from the start of the LAST `"action":` in the response to its end (EOS included);
+envs/parsing.py `action_start_index` finds that start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 
 import torch
 
-ACTION_MARKER = '"action":'
-
-
-def action_start_index(token_texts: Sequence[str]) -> int:
-    """Index of the response token where the last `"action":` begins; len(token_texts) if there is none.
-
-    Found from the decoded token strings (never from fixed ids, the original code's bug #17), so it works for
-    any tokenizer, including markers split across tokens or glued to neighbouring characters.
-    """
-    text = "".join(token_texts)
-    pos = text.rfind(ACTION_MARKER)
-    if pos < 0:
-        return len(token_texts)
-    end = 0
-    for i, piece in enumerate(token_texts):
-        end += len(piece)
-        if end > pos:
-            return i
-    return len(token_texts)
-
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log softmax(logits / T) at the target ids: logits (B, L, V), targets (B, L) -> (B, L).
+    """log softmax(logits / T) at the target ids: logits (B, R, V), targets (B, R) -> (B, R).
 
     The temperature-scaled ("processed") log-prob, the same convention as the rollout engine's.
     """
@@ -47,11 +30,11 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
 def scaled_sequence_logprob(
     token_logp: torch.Tensor, response_mask: torch.Tensor, action_start: torch.Tensor, cot_coef: float
 ) -> torch.Tensor:
-    """λ·Σ CoT + Σ action log-probs per sample: token_logp, response_mask (B, L); action_start (B,) -> (B,)."""
-    positions = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)  # (1, L)
-    is_action = positions >= action_start.unsqueeze(1)  # (B, L)
+    """λ·Σ CoT + Σ action log-probs per sample: token_logp, response_mask (B, R); action_start (B,) -> (B,)."""
+    positions = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)  # (1, R)
+    is_action = positions >= action_start.unsqueeze(1)  # (B, R)
     mask = response_mask.to(token_logp.dtype)
-    weights = torch.where(is_action, 1.0, cot_coef) * mask  # (B, L)
+    weights = torch.where(is_action, 1.0, cot_coef) * mask  # (B, R)
     return (token_logp * weights).sum(-1)
 
 
@@ -76,7 +59,7 @@ def gae(
 
 
 def normalize(advantages: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
-    """(A - mean) / (std + 1e-5); mean and std may come from all learner ranks."""
+    """(A - mean) / (std + 1e-5), any shape; mean and std may come from all learner ranks."""
     return (advantages - mean) / (std + 1e-5)
 
 
@@ -92,14 +75,14 @@ def importance_weights(proximal_logp: torch.Tensor, behaviour_logp: torch.Tensor
 
 def policy_loss(
     new_logp: torch.Tensor,
-    old_logp: torch.Tensor,
+    proximal_logp: torch.Tensor,
     advantages: torch.Tensor,
     clip: float,
     weights: torch.Tensor | None = None,
     ratio_guard: float = 10.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate, all (B,). If any ratio exceeds `ratio_guard`, only the clipped term is used (paper L75-78)."""
-    ratio = torch.exp(new_logp - old_logp)
+    ratio = torch.exp(new_logp - proximal_logp)  # (B,)
     clipped = ratio.clamp(1.0 - clip, 1.0 + clip)
     if bool((ratio > ratio_guard).any()):
         per_sample = -clipped * advantages
@@ -116,7 +99,12 @@ def policy_loss(
     return per_sample.mean(), stats
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
-    """0.5 · max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²), averaged; all (B,)."""
-    clipped = old_values + (values - old_values).clamp(-clip, clip)
+def value_loss(values: torch.Tensor, proximal_values: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
+    """0.5 · max((V − R)², (V_prox + clip(V − V_prox, ±clip) − R)²), averaged; all (B,)."""
+    clipped = proximal_values + (values - proximal_values).clamp(-clip, clip)
     return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
+
+
+def cosine_lr(update: int, total_updates: int, lr: float, end_lr: float) -> float:
+    """Learning rate of update `update` (0-based): cosine from `lr` at 0 down to `end_lr` at `total_updates`."""
+    return end_lr + 0.5 * (lr - end_lr) * (1 + math.cos(math.pi * update / total_updates))

@@ -1,6 +1,7 @@
 """SFT warm start: build the embedded tiny VLM offline and fine-tune it on env-generated CoT demonstrations.
 
     python -m learner.sft --task ezpoints     (-> checkpoints/ezpoints-sft; make train builds it when missing)
+    python -m learner.sft --task blackjack --samples 2000 --shape.text-layers 2 --out /tmp/bj
 
 Demonstrations come from episodes played by a noisy expert (envs/experts.py): the image is read correctly in
 the CoT, the action is wrong with probability `action_noise`. The loss covers response tokens only.
@@ -8,24 +9,28 @@ the CoT, the action is wrong with probability `action_noise`. The loss covers re
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import logging
 import pathlib
 import time
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
+import tyro
 from PIL import Image
 
-from contracts.config import ModelConfig, SFTConfig
+from contracts.config import EnvConfig, ModelConfig, SFTConfig, TinyVLMShape
 from contracts.seeds import SFT_SEED_BASE
 from envs import make_env
 from envs.experts import EXPERTS, TaskExpert
 from envs.prompts import chat_prompt, task_prompt
+from learner.batch import pad_prompt_response
 from models.policy import ValueHead, save_policy
 from models.tiny_llava import build_processor, build_tiny_llava
 from models.tokenizer import build_tokenizer
@@ -120,7 +125,13 @@ def tokenizer_corpus(task: str) -> list[str]:
     return _expert(task).corpus()
 
 
+Example = tuple[torch.Tensor, list[int], list[int]]
+"""One demonstration as trained on: pixel values (3, H, W), prompt ids (image expanded), response ids + EOS."""
+
+
 def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, cot: bool = True) -> dict:
+    """Build the tokenizer and tiny VLM for `task`, pre-train its vision tower, fine-tune it on noisy-expert
+    demonstrations and save it (HF format, with a fresh value head) to `out_dir`. Returns the run's info."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(tokenizer_corpus(task), model_cfg.shape.vocab_size)
@@ -128,7 +139,30 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
     demos = demonstrations(task, cfg.samples, cfg.action_noise, cfg.seed, cot)
     mean, std = frame_statistics([img for img, *_ in demos])
     processor = build_processor(tokenizer, model_cfg.shape, mean, std)
-    pixel_cache: dict[bytes, torch.Tensor] = {}  # repeated frames (NumberLine has 30) are processed once
+    examples = _examples(demos, processor)
+    unique = {id(x): (x, perception_labels(task, info)) for (x, _, _), (*_, info) in zip(examples, demos)}
+    frames, labels = zip(*unique.values())  # each distinct frame once (the pixel cache shares tensors)
+    vision_acc = pretrain_vision(vlm, list(frames), list(labels), perception_classes(task), cfg.vision_steps, cfg.seed)
+    log.info("vision pre-training: %d steps, state accuracy %.3f", cfg.vision_steps, vision_acc)
+    losses, reads, step = _fine_tune(vlm, examples, tokenizer, cfg)
+    info = {
+        "task": task,
+        "sft_samples": len(examples),
+        "action_noise": cfg.action_noise,
+        "steps": step,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "reading_accuracy": float(np.mean(reads[-50:])) if reads else None,
+        "vision_pretrain_accuracy": vision_acc,
+        "seconds": time.perf_counter() - t0,
+    }
+    save_policy(out_dir, vlm, processor, ValueHead(model_cfg.shape.text_hidden), info)
+    log.info("sft done: %s", json.dumps(info))
+    return info
+
+
+def _examples(demos, processor) -> list[Example]:
+    """Demonstrations as token ids and pixel values; equal frames share one tensor (NumberLine has 30)."""
+    pixel_cache: dict[bytes, torch.Tensor] = {}
 
     def pixels(img: np.ndarray) -> torch.Tensor:
         key = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
@@ -144,15 +178,19 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
         if prompt not in prompt_ids:
             dummy = Image.new("RGB", (300, 300))
             prompt_ids[prompt] = processor(text=prompt, images=dummy)["input_ids"][0]
+    tokenizer = processor.tokenizer
     eos = tokenizer.eos_token_id
-    examples = [
+    return [
         (pixels(img), list(prompt_ids[p]), tokenizer(r, add_special_tokens=False)["input_ids"] + [eos])
         for img, p, r, _ in demos
     ]
-    unique = {id(x): (x, perception_labels(task, info)) for (x, _, _), (*_, info) in zip(examples, demos)}
-    frames, labels = zip(*unique.values())  # each distinct frame once (the pixel cache shares tensors)
-    vision_acc = pretrain_vision(vlm, list(frames), list(labels), perception_classes(task), cfg.vision_steps, cfg.seed)
-    log.info("vision pre-training: %d steps, state accuracy %.3f", cfg.vision_steps, vision_acc)
+
+
+def _fine_tune(vlm, examples: list[Example], tokenizer, cfg: SFTConfig) -> tuple[list[float], list[float], int]:
+    """cfg.epochs shuffled passes of teacher-forced cross-entropy on the response tokens, one-cycle LR.
+
+    Returns the loss and reading accuracy of every step, and the number of steps.
+    """
     # The first two digits of an answer are its reading of the image (NumberLine: current and target; the card
     # tasks: the first card values, Blackjack's player cards or total): their teacher-forced accuracy tells
     # whether the vision path learned anything, which the loss alone hides.
@@ -166,16 +204,7 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
         order = rng.permutation(len(examples))
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             batch = [examples[j] for j in order[i : i + cfg.batch_size]]
-            L = max(len(p) + len(r) for _, p, r in batch)
-            ids = torch.full((len(batch), L), tokenizer.pad_token_id)
-            labels = torch.full((len(batch), L), -100)
-            mask = torch.zeros((len(batch), L), dtype=torch.long)
-            for b, (_, p, r) in enumerate(batch):
-                ids[b, : len(p) + len(r)] = torch.tensor(p + r)
-                labels[b, len(p) : len(p) + len(r)] = torch.tensor(r)
-                mask[b, : len(p) + len(r)] = 1
-            pixel_values = torch.stack([x for x, _, _ in batch])
-            out = vlm(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, labels=labels)
+            out = vlm(**_sft_inputs(batch, tokenizer.pad_token_id))
             reads.append(_reading_accuracy(out.logits.detach(), batch, digit_ids))
             opt.zero_grad()
             out.loss.backward()
@@ -193,19 +222,21 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
                     np.mean(reads[-50:]),
                 )
     vlm.eval()
-    info = {
-        "task": task,
-        "sft_samples": len(examples),
-        "action_noise": cfg.action_noise,
-        "steps": step,
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "reading_accuracy": float(np.mean(reads[-50:])) if reads else None,
-        "vision_pretrain_accuracy": vision_acc,
-        "seconds": time.perf_counter() - t0,
-    }
-    save_policy(out_dir, vlm, processor, ValueHead(model_cfg.shape.text_hidden), info)
-    log.info("sft done: %s", json.dumps(info))
-    return info
+    return losses, reads, step
+
+
+def _sft_inputs(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """The VLM's keyword inputs for a batch; labels are the response ids, -100 (ignored) on prompt and padding.
+
+    Laid out by the PPO learner's padding (learner/batch.py), so SFT and PPO score the same sequences.
+    """
+    prompts, responses = [p for _, p, _ in batch], [r for _, _, r in batch]
+    ids, mask = pad_prompt_response(prompts, responses, pad_id)  # (B, L) each
+    positions = torch.arange(ids.shape[1]).unsqueeze(0)  # (1, L)
+    is_response = (positions >= torch.tensor([len(p) for p in prompts]).unsqueeze(1)) & mask.bool()  # (B, L)
+    labels = ids.masked_fill(~is_response, -100)
+    pixel_values = torch.stack([x for x, _, _ in batch])
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel_values, "labels": labels}
 
 
 def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float:
@@ -219,34 +250,47 @@ def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float
     return hits / max(total, 1)
 
 
+Task = typing.get_type_hints(EnvConfig)["task"]
+"""The task names, as the run config spells them."""
+
+
+@dataclass
+class SFTCommand:
+    """Build the tiny VLM for a task and fine-tune it on noisy-expert demonstrations. Every default is the
+    task preset's (contracts/config.py), so `make sft` builds what `make train` would."""
+
+    task: Task = "numberline"
+    """Task whose preset gives the defaults of every other flag (`--help` after `--task` shows them)."""
+    out: str = ""
+    """Checkpoint folder (the preset's model.path, where `make train` looks for it)."""
+    sft: Annotated[SFTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SFTConfig)
+    """SFT settings (flags without a prefix: --samples, --vision-steps, ...)."""
+    shape: TinyVLMShape = field(default_factory=TinyVLMShape)
+
+
+def parse_cli(argv: list[str] | None = None) -> SFTCommand:
+    """Two passes of tyro: the first reads only --task, whose preset then supplies the second's defaults."""
+    from contracts.config import PRESETS
+
+    @dataclass
+    class TaskOnly:
+        task: Task = "numberline"
+
+    task = tyro.cli(TaskOnly, args=argv, return_unknown_args=True, add_help=False)[0].task
+    preset = PRESETS[task][1]
+    default = SFTCommand(task, preset.model.path, preset.sft, preset.model.shape)
+    return tyro.cli(SFTCommand, args=argv, default=default, description=__doc__)
+
+
 def main(argv: list[str] | None = None) -> None:
     from contracts.config import PRESETS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="numberline", choices=sorted(EXPERTS))
-    parser.add_argument("--out", default=None, help="default: the task preset's model.path")
-    # Unset knobs take the task preset's values (contracts/config.py), so `make sft` builds what `make train` would.
-    for name, kind in (("samples", int), ("epochs", int), ("action-noise", float), ("lr", float)):
-        parser.add_argument(f"--{name}", type=kind, default=None)
-    parser.add_argument("--vision-steps", type=int, default=None)
-    args = parser.parse_args(argv)
-    preset = PRESETS[args.task][1]
-    overrides = {
-        k: v
-        for k, v in {
-            "samples": args.samples,
-            "epochs": args.epochs,
-            "action_noise": args.action_noise,
-            "lr": args.lr,
-            "vision_steps": args.vision_steps,
-        }.items()
-        if v is not None
-    }
-    cfg = dataclasses.replace(preset.sft, **overrides)
-    out = args.out or preset.model.path
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    train_sft(args.task, out, preset.model, cfg, cot=preset.env.cot)
+    cmd = parse_cli(argv)
+    preset = PRESETS[cmd.task][1]
+    pathlib.Path(cmd.out).parent.mkdir(parents=True, exist_ok=True)
+    model = dataclasses.replace(preset.model, path=cmd.out, shape=cmd.shape)
+    train_sft(cmd.task, cmd.out, model, cmd.sft, cot=preset.env.cot)
 
 
 if __name__ == "__main__":

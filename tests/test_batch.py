@@ -11,7 +11,7 @@ from PIL import Image
 from contracts.config import TinyVLMShape
 from contracts.schema import StepRecord, encode_png, to_record_batch
 from envs.experts import numberline_response
-from learner.batch import Sample, TokenTexts, collate, samples_from_table
+from learner.batch import Sample, TokenTexts, collate, pad_prompt_response, samples_from_table
 from learner.sft import tokenizer_corpus
 from models.tiny_llava import build_processor
 from models.tokenizer import build_tokenizer
@@ -25,7 +25,7 @@ def tok_proc():
 
 def sample(prompt, response, logps, action_start, color=0):
     img = Image.fromarray(np.full((30, 40, 3), color, dtype=np.uint8))
-    return Sample("e", 0, 0, prompt, response, logps, img, 0.0, False, action_start)
+    return Sample.probe(prompt, response, img, behaviour_logprobs=logps, action_start=action_start)
 
 
 def test_collate_layout(tok_proc):
@@ -51,7 +51,7 @@ def test_collate_layout(tok_proc):
     assert out["attention_mask"].tolist() == [[1] * 5 + [0] * 4, [1] * 9, [1] * 2 + [0] * 7]
     assert out["value_index"].tolist() == [2, 4, 1]  # last prompt position
     assert out["action_start"].tolist() == [1, 2, 0]
-    for b, s in enumerate(samples):
+    for b, s in enumerate(s.record for s in samples):
         P, n = len(s.prompt_ids), len(s.response_ids)
         assert out["response_mask"][b].tolist() == [True] * n + [False] * (R - n)
         for j in range(n):
@@ -104,10 +104,10 @@ def test_samples_from_table_order_and_done(tok_proc):
     ]
     table = pa.Table.from_batches([to_record_batch(rows)])
     samples = samples_from_table(table, TokenTexts(tokenizer))
-    assert [(s.episode_id, s.step) for s in samples] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    assert [(s.record.episode_id, s.record.step) for s in samples] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
     assert [s.done for s in samples] == [False, False, True, False, True]
-    assert [s.reward for s in samples] == [0.0, 1.0, 2.0, 0.0, 1.0]
-    assert all(s.prompt_ids == [7, 8, 9] for s in samples)
+    assert [s.record.reward for s in samples] == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert all(s.record.prompt_ids == [7, 8, 9] for s in samples)
     assert samples[0].image.size == (4, 4) and samples[0].image.mode == "RGB"
 
 
@@ -137,3 +137,17 @@ def test_action_start_absent_is_response_length(tok_proc):
     table = pa.Table.from_batches([to_record_batch([step("x", 0, ids), step("y", 0, [])])])
     samples = samples_from_table(table, TokenTexts(tokenizer))
     assert [s.action_start for s in samples] == [len(ids), 0]
+
+
+def test_samples_keep_the_stored_row(tok_proc):
+    rows = [step("a", 0, [20, 21], truncated=True, version=3)]
+    (s,) = samples_from_table(pa.Table.from_batches([to_record_batch(rows)]), TokenTexts(tok_proc[0]))
+    assert s.record == rows[0]  # every stored field as written, nothing re-typed by hand
+    assert s.done
+
+
+def test_pad_prompt_response_layout():
+    ids, mask = pad_prompt_response([[1, 2, 3], [4]], [[5], [6, 7, 8, 9]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3, 5, 0], [4, 6, 7, 8, 9]]
+    assert mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    assert ids.dtype == mask.dtype == torch.long

@@ -115,7 +115,7 @@ def test_partial_runs_replace_their_sections_and_keep_suite_order():
 def test_collapsed_stacks_give_group_shares_busy_and_top_frames():
     text = "\n".join(
         [
-            'process 1:"ray::LearnerWorker";train (l.py:150);LearnerWorker._score (x.py:1);mm (t.py:9) 60',
+            'process 1:"ray::LearnerWorker";train (l.py:150);WrappedModelStep.score (x.py:1);mm (t.py:9) 60',
             "train (learner/learner.py:150);DeepSpeedEngine.backward (e.py:3);run (g.py:1) 30",
             "train (learner/learner.py:150);collate (learner/batch.py:70) 10",
             "garbage line",

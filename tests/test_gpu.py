@@ -24,6 +24,7 @@ from test_rollout_actor import assert_whole, by_episode, make_actor
 from actors.engines import HFEngine
 from envs import make_env
 from envs.experts import numberline_response
+from envs.parsing import action_start_index
 from envs.prompts import chat_prompt, task_prompt
 from learner import ppo
 from learner.batch import Sample, TokenTexts, collate
@@ -54,11 +55,11 @@ def policy_batch(processor) -> dict[str, torch.Tensor]:
     prompts, images = batch()
     responses = [numberline_response({"current": 3, "target": 1}, 0, True), numberline_response({}, 1, False)]
     samples = []
-    for k, (prompt, image, response) in enumerate(zip(prompts, images, responses)):
+    for prompt, image, response in zip(prompts, images, responses):
         ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        start = ppo.action_start_index(TokenTexts(tokenizer)(ids))
+        start = action_start_index(TokenTexts(tokenizer)(ids))
         prompt_ids = expanded_ids(processor, prompt, image)
-        samples.append(Sample("e", k, 0, prompt_ids, ids, [0.0] * len(ids), Image.fromarray(image), 1.0, True, start))
+        samples.append(Sample.probe(prompt_ids, ids, Image.fromarray(image), action_start=start))
     return collate(samples, processor.image_processor, tokenizer.pad_token_id)
 
 
@@ -232,7 +233,7 @@ def test_learner_ppo_update_on_cuda(collected, tiny_model_path, process_group_en
     for update in range(2):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        metrics = learner.train(table, learner_version=0)
+        metrics = learner.update(table, learner_version=0)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         assert np.isfinite(metrics["learner/policy_loss"]) and np.isfinite(metrics["learner/value_loss"])

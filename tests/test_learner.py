@@ -1,11 +1,29 @@
-"""learner/learner.py pieces testable without Ray or DeepSpeed (the PPO update itself runs in tests/test_system.py)."""
+"""The learner on the real model: scoring PolicyWithValue through learner/step_model.py, and LearnerWorker's
+DeepSpeed ranks against the same update in plain torch (slow: Ray and DeepSpeed). The update's logic itself is
+tested on a toy in tests/test_ppo_update.py.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import time
 
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from test_ppo_update import changed, params, record
+
+from contracts.config import LearnerConfig, PPOConfig
+from contracts.schema import encode_png, to_record_batch
+from learner.batch import TokenTexts, collate, samples_from_table
 from learner.learner import clear_stale_build_lock
+from learner.ppo_update import ppo_update
+from learner.step_model import PlainTorchModel, WrappedModelStep
+
+TEMPERATURE = 0.2
 
 
 def test_only_an_old_lock_is_removed(tmp_path, monkeypatch):
@@ -19,3 +37,131 @@ def test_only_an_old_lock_is_removed(tmp_path, monkeypatch):
     old = time.time() - 3600
     os.utime(lock, (old, old))
     assert clear_stale_build_lock("some_op") is True and not lock.exists()
+
+
+def numberline_table(processor, episodes: tuple[int, ...] = (6,)) -> pa.Table:
+    """NumberLine episodes with the prompt ids the engine would run (image placeholders expanded) and expert
+    CoT answers; behaviour log-probs are placeholders (`with_own_behaviour` replaces them)."""
+    from PIL import Image
+
+    from envs import make_env
+    from envs.experts import numberline_response
+    from envs.prompts import chat_prompt, task_prompt
+
+    env, tokenizer, rows = make_env("numberline"), processor.tokenizer, []
+    for e, length in enumerate(episodes):
+        obs, info = env.reset(seed=e)
+        for t in range(length):
+            prompt = processor(text=chat_prompt(task_prompt("numberline", info)), images=Image.fromarray(obs))
+            response = tokenizer(numberline_response(info, t % 2, True), add_special_tokens=False)["input_ids"]
+            response = [*response, tokenizer.eos_token_id]
+            rows.append(
+                record(
+                    episode_id=f"e{e}",
+                    step=t,
+                    policy_version=0,
+                    prompt_ids=[int(i) for i in prompt["input_ids"][0]],
+                    image_png=encode_png(obs),
+                    response_ids=response,
+                    behaviour_logprobs=[-1.0] * len(response),
+                    reward=float((t + e) % 3 == 0),
+                    terminated=t == length - 1,
+                    truncated=False,
+                )
+            )
+            obs, _, _, _, info = env.step(t % 2)
+    return pa.Table.from_batches([to_record_batch(rows)])
+
+
+def plain_torch(model_path: str, cfg: PPOConfig):
+    """The policy of `model_path` behind the update's interface, in plain torch; (module, model, make_batch)."""
+    from models.policy import PolicyWithValue, load_policy
+    from models.tokenizer import banned_token_ids
+
+    vlm, processor, head = load_policy(model_path)
+    module = PolicyWithValue(vlm, head)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, eps=1e-7, weight_decay=0.0)  # as learner.py
+    banned = torch.tensor(banned_token_ids(processor.tokenizer))
+    wrapped = PlainTorchModel(module, optimizer, cfg.grad_accum, cfg.max_grad_norm)
+    model = WrappedModelStep(wrapped, optimizer, torch.device("cpu"), banned, TEMPERATURE, cfg.cot_coef)
+    pad_id = processor.tokenizer.pad_token_id
+    return (
+        module,
+        model,
+        processor,
+        functools.partial(collate, image_processor=processor.image_processor, pad_id=pad_id),
+    )
+
+
+def with_own_behaviour(samples, model, make_batch) -> None:
+    """Behaviour log-probs of a synchronous run: the policy's own, so the importance weights are 1."""
+    with torch.no_grad():
+        token_logp = model.score(make_batch(samples))[2]  # (B, R)
+    for s, logp in zip(samples, token_logp):
+        s.record.behaviour_logprobs = logp[: len(s.record.response_ids)].tolist()
+
+
+def test_tiny_llava_warmup_trains_the_value_head_then_the_policy(tiny_model_path):
+    cfg = PPOConfig(micro_batch=3, grad_accum=1, epochs=1, lr=1e-3, value_warmup_updates=1, target_kl=float("inf"))
+    module, model, processor, make_batch = plain_torch(tiny_model_path, cfg)
+    samples = samples_from_table(numberline_table(processor), TokenTexts(processor.tokenizer))
+    assert all(0 < s.action_start < len(s.record.response_ids) for s in samples)  # CoT and action both present
+    with_own_behaviour(samples, model, make_batch)
+    start = params(module)
+    warm = ppo_update(model, samples, make_batch, cfg, 0, 2, 0)
+    after_warmup = params(module)
+    assert warm["learner/is_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert warm["learner/value_warmup"] == 1.0 and warm["learner/optimizer_micro_steps"] == 2
+    assert changed(start, after_warmup) and all(n.startswith("value_head.") for n in changed(start, after_warmup))
+    ppo_update(model, samples, make_batch, cfg, 1, 2, 0)  # past the warm-up the whole model trains
+    moved = changed(after_warmup, params(module))
+    assert "vlm.lm_head.weight" in moved and any(n.startswith("vlm.model.language_model.") for n in moved)
+
+
+@pytest.mark.slow
+def test_two_deepspeed_ranks_make_the_plain_torch_update(ray_cluster, tiny_model_path, tmp_path):
+    """ZeRO-2 over 2 ranks with one episode each equals plain torch over both episodes in one process.
+
+    One optimizer step: each rank backpropagates 2 micro-batches / 2 and DeepSpeed averages the ranks'
+    gradients, which is plain torch's 4 micro-batches / 4; the advantages are normalised over both ranks'
+    samples either way (all-reduced over torch.distributed here, `single_process` there).
+    """
+    import pyarrow.compute as pc
+    import ray
+
+    from cluster.launch import free_port
+    from learner.learner import LearnerWorker
+    from models.policy import load_policy
+
+    cfg = PPOConfig(micro_batch=2, grad_accum=2, epochs=1, lr=1e-4, value_warmup_updates=0, target_kl=float("inf"))
+    module, model, processor, make_batch = plain_torch(tiny_model_path, dataclasses.replace(cfg, grad_accum=4))
+    samples = samples_from_table(numberline_table(processor, episodes=(4, 4)), TokenTexts(processor.tokenizer))
+    with_own_behaviour(samples, model, make_batch)
+    table = pa.Table.from_batches([to_record_batch([s.record for s in samples])])
+    shards = [table.filter(pc.equal(table.column("episode_id"), f"e{r}")) for r in range(2)]
+
+    port, learner_cfg = free_port(), LearnerConfig(world_size=2, zero_stage=2)
+    ranks = [
+        ray.remote(num_cpus=1)(LearnerWorker).remote(r, 2, port, tiny_model_path, cfg, learner_cfg, 2, TEMPERATURE)
+        for r in range(2)
+    ]
+    per_rank = ray.get([rank.update.remote(shard, 0) for rank, shard in zip(ranks, shards)])
+    ray.get([rank.save.remote(str(tmp_path / "ds")) for rank in ranks])  # rank 0 writes
+    for rank in ranks:
+        ray.kill(rank)
+    start = params(module)
+    expected = ppo_update(model, samples, make_batch, dataclasses.replace(cfg, grad_accum=4), 0, 2, 0)
+
+    for key in ("policy_loss", "value_loss", "value_mean", "return_mean", "is_weight_mean", "behaviour_gap"):
+        mean = np.mean([m[f"learner/{key}"] for m in per_rank])  # equal shards: the mean of the ranks' means
+        assert mean == pytest.approx(expected[f"learner/{key}"], rel=1e-4, abs=1e-6), key
+    assert [m["learner/optimizer_micro_steps"] for m in per_rank] == [2.0, 2.0] and expected["learner/lr"] == 1e-4
+    vlm, _, head = load_policy(tmp_path / "ds")
+    got = {f"vlm.{n}": p for n, p in vlm.named_parameters()} | {
+        f"value_head.{n}": p for n, p in head.named_parameters()
+    }
+    after = params(module)
+    moved = max(float((after[n] - start[n]).abs().max()) for n in after)
+    worst = max(float((got[n].detach() - after[n]).abs().max()) for n in after)
+    print(f"\n[learner] update moved weights by up to {moved:.2e}; 2 DeepSpeed ranks vs plain torch: {worst:.2e}")
+    assert moved > 5e-5 and worst < moved / 20, (moved, worst)

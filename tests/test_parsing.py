@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.parsing import ACTION_MARKER, ParsedAction, parse_action
+from envs.parsing import ACTION_MARKER, ParsedAction, action_start_index, parse_action
 
 NL = ("-", "+")
 EZP = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "+", "*", "=")
@@ -222,3 +222,31 @@ def test_alfworld_empty_text_is_a_random_admissible_command(text):
 
     parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
     assert parsed.reason == "empty" and not parsed.valid and parsed.command in ADMISSIBLE
+
+
+# ---- action_start_index: the learner's CoT/action split over a response's decoded tokens ----------------------
+def test_action_start_marker_single_token():
+    assert action_start_index(['{"thoughts": "x", ', '"action":', ' "+"', "}"]) == 1
+
+
+def test_action_start_marker_split_across_tokens():
+    # '{' + '"' + 'act' + 'ion":' -> marker starts at the '"' token
+    assert action_start_index(["{", '"', "act", 'ion":', ' "', "-", '"}']) == 1
+
+
+def test_action_start_marker_glued_to_neighbours():
+    assert action_start_index(['{"thoughts": "ok",', ' "action": "', "+", '"}']) == 1
+    # the marker's opening quote is the last char of token 0
+    assert action_start_index(['ok, "', 'action":', ' "+"']) == 0
+
+
+def test_action_start_last_marker_counts():
+    toks = ['"action":', ' "-"', ", ", '"action":', ' "+"', "</s>"]
+    assert action_start_index(toks) == 3
+    assert action_start_index(['"action": "-", "action": "+"']) == 0  # both inside one token
+
+
+def test_action_start_absent_returns_len():
+    assert action_start_index(["{", '"thoughts"', ': "x"}']) == 3
+    assert action_start_index(['"Action":', ' "+"']) == 2  # case-sensitive, as the token match
+    assert action_start_index([]) == 0

@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from learner.ppo import (
-    action_start_index,
+    cosine_lr,
     gae,
     importance_weights,
     normalize,
@@ -76,33 +76,6 @@ def test_scaled_sequence_logprob_lambda_extremes():
     assert_close(scaled_sequence_logprob(logp, mask, torch.tensor([3]), 0.2), t(-10.0))  # 0.2*-5 - 9
     # start 0: everything is action, λ has no effect: -2-3-4-5 = -14
     assert_close(scaled_sequence_logprob(logp, mask, torch.tensor([0]), 0.3), t(-14.0))
-
-
-def test_action_start_marker_single_token():
-    assert action_start_index(['{"thoughts": "x", ', '"action":', ' "+"', "}"]) == 1
-
-
-def test_action_start_marker_split_across_tokens():
-    # '{' + '"' + 'act' + 'ion":' -> marker starts at the '"' token
-    assert action_start_index(["{", '"', "act", 'ion":', ' "', "-", '"}']) == 1
-
-
-def test_action_start_marker_glued_to_neighbours():
-    assert action_start_index(['{"thoughts": "ok",', ' "action": "', "+", '"}']) == 1
-    # the marker's opening quote is the last char of token 0
-    assert action_start_index(['ok, "', 'action":', ' "+"']) == 0
-
-
-def test_action_start_last_marker_counts():
-    toks = ['"action":', ' "-"', ", ", '"action":', ' "+"', "</s>"]
-    assert action_start_index(toks) == 3
-    assert action_start_index(['"action": "-", "action": "+"']) == 0  # both inside one token
-
-
-def test_action_start_absent_returns_len():
-    assert action_start_index(["{", '"thoughts"', ': "x"}']) == 3
-    assert action_start_index(['"Action":', ' "+"']) == 2  # case-sensitive, as the token match
-    assert action_start_index([]) == 0
 
 
 def test_token_logprobs_hand_value():
@@ -212,3 +185,13 @@ def test_normalize():
     assert_close(normalize(a, 2.5, 1.0), t(-1.5, -0.5, 0.5, 1.5) / 1.00001)
     assert_close(normalize(a, torch.tensor(1.0), torch.tensor(2.0)), t(0.0, 1.0, 2.0, 3.0) / 2.00001)
     assert_close(normalize(t(3.0), 3.0, 0.0), t(0.0))  # std 0 does not divide by zero
+
+
+def test_cosine_lr_endpoints_and_midpoint():
+    assert cosine_lr(0, 10, 3e-5, 1e-6) == 3e-5
+    assert abs(cosine_lr(5, 10, 3e-5, 1e-6) - (1e-6 + 3e-5) / 2) < 1e-15
+    assert abs(cosine_lr(10, 10, 3e-5, 1e-6) - 1e-6) < 1e-15
+    lrs = [cosine_lr(u, 10, 3e-5, 1e-6) for u in range(11)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # strictly decreasing over the schedule
+    # symmetric around the midpoint: the drop over the first k updates equals the rise back over the last k
+    assert abs((lrs[0] - lrs[2]) - (lrs[8] - lrs[10])) < 1e-15

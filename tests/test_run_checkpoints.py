@@ -48,17 +48,17 @@ def test_restored_learner_matches_an_uninterrupted_one(ray_cluster, tiny_model_p
     shutdown(system)
 
     straight = _learner(cfg, tiny_model_path)
-    ray.get([straight.train.remote(shards[0], 0)])
-    ray.get([straight.train.remote(shards[1], 1)])
+    ray.get([straight.update.remote(shards[0], 0)])
+    ray.get([straight.update.remote(shards[1], 1)])
     expected = _weights(straight)
 
     first = _learner(cfg, tiny_model_path)
-    ray.get(first.train.remote(shards[0], 0))
+    ray.get(first.update.remote(shards[0], 0))
     ray.get(first.save_checkpoint.remote(str(tmp_path / "ckpt")))
     ray.kill(first)
     resumed = _learner(cfg, str(tmp_path / "ckpt" / "model"))
     assert ray.get(resumed.load_checkpoint.remote(str(tmp_path / "ckpt"))) == 1
-    ray.get(resumed.train.remote(shards[1], 1))
+    ray.get(resumed.update.remote(shards[1], 1))
     got = _weights(resumed)
     moved = max(float(np.abs(expected[k] - _weights_at_start(tiny_model_path)[k]).max()) for k in expected)
     assert moved > 1e-4  # the updates really changed the weights

@@ -184,7 +184,11 @@ NUMBERLINE_REFERENCE = {
 
 # Config fields added after the measured runs; none changes what those runs did (placement, restarts, resume).
 ADDED_AFTER = {
-    "rollout": ("gpus_per_actor", "resources", "max_restarts", "max_backlog_updates"),
+    "model": ("dtype",),
+    "rollout": (
+        *("gpus_per_actor", "resources", "max_restarts", "max_backlog_updates"),
+        *("gpu_memory_utilization", "cpu_kv_cache_gb", "max_model_len"),  # vLLM memory and length knobs
+    ),
     "learner": ("gpus_per_rank", "resources", "placement_strategy"),
     "run": ("checkpoint_every", "keep_checkpoints", "resume"),
 }

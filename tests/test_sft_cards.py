@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -151,3 +152,10 @@ def test_sft_main_uses_the_task_preset(monkeypatch, tmp_path):
     assert (task, out, cfg.samples, cfg.vision_steps) == ("blackjack", str(tmp_path / "bj"), 64, 1000)
     sft.main([])
     assert calls[-1][0][:2] == ("numberline", "checkpoints/numberline-sft") and calls[-1][0][3] == SFTConfig()
+    # Every SFTConfig / TinyVLMShape field is a flag (tyro over the same dataclasses), the preset its default.
+    sft.main(["--task", "ezpoints", "--lr", "5e-4", "--shape.text-layers", "1", "--out", str(tmp_path / "ez")])
+    (task, out, model, cfg), _ = calls[-1]
+    assert cfg == dataclasses.replace(PRESETS["ezpoints"][1].sft, lr=5e-4)
+    assert model.shape == TinyVLMShape(text_layers=1) and model.path == out == str(tmp_path / "ez")
+    with pytest.raises(SystemExit):
+        sft.main(["--task", "no-such-task"])

@@ -60,7 +60,7 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
             shards = ray.get(system.store.take.remote(cfg.ppo.steps_per_update, version, 2))
         if update == 1:  # uneven shards: ranks must still run the same number of (ZeRO-3 collective) forwards
             shards = _uneven_split(pa.concat_tables(ray.get(shards)))
-        metrics = ray.get([l.train.remote(s, version) for l, s in zip(system.learners, shards)])
+        metrics = ray.get([l.update.remote(s, version) for l, s in zip(system.learners, shards)])
         assert all(np.isfinite(m["learner/policy_loss"]) and m["learner/samples"] > 0 for m in metrics)
         version += 1
     push = push_weights(system, version)

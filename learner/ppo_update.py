@@ -1,0 +1,240 @@
+"""One PPO update of the paper, independent of DeepSpeed, Ray and process groups: `ppo_update`.
+
+The update sees the model only through `StepModel` (score a micro-batch, backward, step, learning rate, mode)
+and the other learner ranks only through `AllReduce`. A learner rank (learner/learner.py) passes DeepSpeed
+and torch.distributed behind them; a test passes plain torch and `single_process`, and runs the very same
+update on CPU. Shapes: N = samples on this rank, B = micro-batch, R = response tokens.
+
+Steps: score the shard once without gradients (proximal log-probs and values), GAE per episode, advantages
+normalised over all ranks, then `epochs` passes of clipped PPO over micro-batches. Stale samples are weighted
+by the truncated importance ratio π_prox/π_behav against the rollout engine's behaviour log-probs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from contracts.config import PPOConfig
+from learner import ppo
+from learner.batch import Sample
+
+ReduceOp = Literal["sum", "mean", "max", "min"]
+Batch = dict[str, torch.Tensor]
+
+
+class StepModel(Protocol):
+    """What an update needs from the model it trains (learner/step_model.py has the one implementation)."""
+
+    def score(self, batch: Batch, detach_value: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """λ-scaled sequence log-probs (B,), values (B,) and token log-probs (B, R) of a collated micro-batch.
+
+        `detach_value` keeps the value loss's gradient out of the shared trunk (value warm-up).
+        """
+        ...
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate gradients of one micro-batch's loss (scaled by 1/grad_accum)."""
+        ...
+
+    def step(self) -> None:
+        """End of a micro-batch; every grad_accum-th call clips the gradients and steps the optimizer."""
+        ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def train_mode(self) -> None: ...
+
+    def eval_mode(self) -> None: ...
+
+
+class AllReduce(Protocol):
+    """Reduce a few floats over all learner ranks; every rank calls it at the same point of the update."""
+
+    def __call__(self, values: list[float], op: ReduceOp = "sum") -> list[float]: ...
+
+
+def single_process(values: list[float], op: ReduceOp = "sum") -> list[float]:
+    """`AllReduce` of a single rank: each value is already its own sum, mean, max and min."""
+    return [float(v) for v in values]
+
+
+@dataclass
+class ProximalScores:
+    """The shard scored under the weights this update starts from, all (N,) on the host."""
+
+    proximal_logp: torch.Tensor
+    """λ-scaled sequence log-probs: PPO's ratio is taken against them."""
+    proximal_values: torch.Tensor
+    """Values: GAE's baseline and the value clip's centre."""
+    behaviour_logp: torch.Tensor
+    """The same λ-scaled sum over the rollout engine's log-probs (the policy that generated the sample)."""
+
+
+def proximal_pass(
+    model: StepModel,
+    samples: list[Sample],
+    make_batch: Callable[[list[Sample]], Batch],
+    cfg: PPOConfig,
+    all_reduce: AllReduce,
+) -> ProximalScores:
+    """Score every sample once, without gradients, in micro-batches of cfg.micro_batch."""
+    n, mb = len(samples), cfg.micro_batch
+    scores = ProximalScores(torch.zeros(n), torch.zeros(n), torch.zeros(n))
+    model.eval_mode()
+    # Under ZeRO-3 every forward is collective, so all ranks run the same number of them: a rank with a
+    # smaller shard repeats its last micro-batch and discards the result.
+    num_batches = int(all_reduce([math.ceil(n / mb)], "max")[0])
+    with torch.no_grad():
+        for k in range(num_batches):
+            i = min(k, math.ceil(n / mb) - 1) * mb
+            batch = make_batch(samples[i : i + mb])
+            seq, values, _ = model.score(batch)
+            if k * mb >= n:
+                continue
+            scores.proximal_logp[i : i + mb], scores.proximal_values[i : i + mb] = seq.cpu(), values.cpu()
+            scores.behaviour_logp[i : i + mb] = ppo.scaled_sequence_logprob(
+                batch["behaviour_logprobs"], batch["response_mask"], batch["action_start"], cfg.cot_coef
+            )
+    return scores
+
+
+def advantages_and_returns(
+    samples: list[Sample], proximal_values: torch.Tensor, cfg: PPOConfig, all_reduce: AllReduce
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE per episode (samples are sorted by episode and step), advantages normalised over all ranks; (N,) each."""
+    rewards = torch.tensor([s.record.reward for s in samples])
+    dones = torch.tensor([s.done for s in samples])
+    advantages, returns = ppo.gae(rewards, proximal_values, dones, cfg.gamma, cfg.gae_lambda)
+    total, total_sq, count = all_reduce([advantages.sum(), (advantages**2).sum(), float(len(samples))])
+    mean = total / count
+    std = math.sqrt(max(total_sq / count - mean**2, 0.0))
+    return ppo.normalize(advantages, mean, std), returns
+
+
+def micro_batches_per_epoch(n: int, cfg: PPOConfig, all_reduce: AllReduce) -> int:
+    """The same count on every rank (DeepSpeed reduces gradients together): whole optimizer steps of the
+    smallest shard, at least one optimizer step (a short shard's samples then repeat)."""
+    per_epoch = int(all_reduce([n // cfg.micro_batch], "min")[0])
+    return max(cfg.grad_accum, per_epoch // cfg.grad_accum * cfg.grad_accum)
+
+
+@dataclass
+class Targets:
+    """Everything a PPO micro-batch's loss compares against, all (N,), fixed for the whole update."""
+
+    scores: ProximalScores
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    weights: torch.Tensor
+    """Truncated importance weights π_prox/π_behav."""
+
+
+def ppo_epochs(
+    model: StepModel,
+    samples: list[Sample],
+    make_batch: Callable[[list[Sample]], Batch],
+    cfg: PPOConfig,
+    targets: Targets,
+    warmup: bool,
+    all_reduce: AllReduce,
+) -> tuple[dict[str, list[float]], bool]:
+    """cfg.epochs shuffled passes of clipped PPO; returns per-micro-batch logs and whether KL stopped them early.
+
+    During value warm-up only the value loss is used and the trunk is detached: policy and trunk stay put.
+    """
+    n, mb = len(samples), cfg.micro_batch
+    per_epoch = micro_batches_per_epoch(n, cfg, all_reduce)
+    model.train_mode()
+    logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n).tolist()  # the global torch RNG: a checkpoint restores it (learner.py)
+        order = (order * math.ceil(per_epoch * mb / n))[: per_epoch * mb]  # repeat if short
+        for j in range(per_epoch):
+            idx = order[j * mb : (j + 1) * mb]
+            batch = make_batch([samples[i] for i in idx])
+            pg_loss, v_loss, stats = micro_batch_losses(model, batch, idx, cfg, targets, warmup)
+            loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite PPO loss: {loss.item()}")
+            model.backward(loss)
+            model.step()
+            logs["policy_loss"].append(pg_loss.item())
+            logs["value_loss"].append(v_loss.item())
+            logs["clip_frac"].append(stats["clip_frac"])
+            logs["approx_kl"].append(stats["approx_kl"])
+            if (j + 1) % cfg.grad_accum == 0:  # an optimizer-step boundary: every rank decides together
+                kl = all_reduce([float(np.mean(logs["approx_kl"][-cfg.grad_accum :]))], "mean")[0]
+                if not kl <= cfg.target_kl:  # NaN stops too
+                    return logs, True
+    return logs, False
+
+
+def micro_batch_losses(
+    model: StepModel, batch: Batch, idx: list[int], cfg: PPOConfig, targets: Targets, warmup: bool
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Policy loss, value loss (scalars with gradients) and the policy loss's stats of the micro-batch of the
+    samples at `idx` (positions in the shard, which index `targets`)."""
+    new_logp, values, _ = model.score(batch, detach_value=warmup)  # (B,), (B,)
+    dev = new_logp.device
+    scores = targets.scores
+    pg_loss, stats = ppo.policy_loss(
+        new_logp,
+        scores.proximal_logp[idx].to(dev),
+        targets.advantages[idx].to(dev),
+        cfg.clip,
+        targets.weights[idx].to(dev),
+    )
+    v_loss = ppo.value_loss(values, scores.proximal_values[idx].to(dev), targets.returns[idx].to(dev), cfg.clip)
+    return pg_loss, v_loss, stats
+
+
+def ppo_update(
+    model: StepModel,
+    samples: list[Sample],
+    make_batch: Callable[[list[Sample]], Batch],
+    cfg: PPOConfig,
+    update: int,
+    total_updates: int,
+    learner_version: int,
+    all_reduce: AllReduce = single_process,
+) -> dict[str, float]:
+    """PPO update number `update` (0-based; it sets the cosine learning rate and the value warm-up) on this
+    rank's samples. Collective when `all_reduce` spans ranks: every rank calls it with its own shard.
+
+    `make_batch` collates samples into model inputs (learner/batch.py `collate`). Returns the `learner/` metrics;
+    staleness is counted against `learner_version`, the version of the weights the update starts from.
+    """
+    scores = proximal_pass(model, samples, make_batch, cfg, all_reduce)
+    advantages, returns = advantages_and_returns(samples, scores.proximal_values, cfg, all_reduce)
+    weights = ppo.importance_weights(scores.proximal_logp, scores.behaviour_logp, cfg.is_cap)
+    lr = ppo.cosine_lr(update, total_updates, cfg.lr, cfg.end_lr)
+    model.set_lr(lr)
+    warmup = update < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
+    try:
+        logs, stopped_early = ppo_epochs(
+            model, samples, make_batch, cfg, Targets(scores, advantages, returns, weights), warmup, all_reduce
+        )
+    except FloatingPointError as error:
+        raise FloatingPointError(f"update {update}: {error}") from error
+    staleness = [learner_version - s.record.policy_version for s in samples]
+    return {
+        **{f"learner/{k}": float(np.mean(v)) for k, v in logs.items()},
+        "learner/lr": lr,
+        "learner/value_warmup": float(warmup),
+        "learner/stopped_early": float(stopped_early),
+        "learner/optimizer_micro_steps": float(len(logs["approx_kl"])),
+        "learner/samples": float(len(samples)),
+        "learner/value_mean": float(scores.proximal_values.mean()),
+        "learner/return_mean": float(returns.mean()),
+        "learner/is_weight_mean": float(weights.mean()),
+        "learner/behaviour_gap": float((scores.proximal_logp - scores.behaviour_logp).abs().mean()),
+        "learner/staleness_mean": float(np.mean(staleness)),
+        "learner/staleness_max": float(np.max(staleness)),
+        **{f"learner/staleness_count_{k}": float(np.sum(np.minimum(staleness, 3) == k)) for k in range(4)},
+    }

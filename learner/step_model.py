@@ -1,0 +1,88 @@
+"""The model side of a PPO update (learner/ppo_update.py `StepModel`) over a DeepSpeed-shaped wrapper.
+
+DeepSpeed's engine and `PlainTorchModel` look the same from here: called like the module, `backward(loss)`
+divides by grad_accum, `step()` clips and steps the optimizer at each grad_accum boundary, `train()`/`eval()`.
+`WrappedModelStep` turns either into the update's interface, so the learner rank (DeepSpeed) and the tests
+and benchmarks (plain torch) score micro-batches with the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from learner import ppo
+
+
+class WrappedModelStep:
+    """`StepModel` over a wrapped PolicyWithValue-like module (forward -> logits (B, L, V), values (B,))."""
+
+    def __init__(
+        self, wrapped, optimizer, device: torch.device, banned: torch.Tensor, temperature: float, cot_coef: float
+    ):
+        self.wrapped, self.optimizer, self.device = wrapped, optimizer, device
+        self.banned = banned.to(device)
+        self.temperature, self.cot_coef = temperature, cot_coef
+
+    def score(self, batch: dict[str, torch.Tensor], detach_value: bool = False):
+        """Forward one micro-batch: λ-scaled sequence log-probs (B,), values (B,), token log-probs (B, R).
+
+        Inputs are moved to the module's device; the outputs stay there (the PPO loss needs their gradients).
+        """
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        logits, values = self.wrapped(
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"], detach_value
+        )  # (B, L, V), (B,)
+        idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
+        response_logits = logits.gather(1, idx).float()
+        response_logits[..., self.banned] = float("-inf")  # the rollout engine never samples these either
+        token_logp = ppo.token_logprobs(response_logits, batch["targets"], self.temperature)
+        token_logp = token_logp.masked_fill(~batch["response_mask"], 0.0)  # (B, R)
+        seq = ppo.scaled_sequence_logprob(token_logp, batch["response_mask"], batch["action_start"], self.cot_coef)
+        return seq, values.float(), token_logp
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.wrapped.backward(loss)
+
+    def step(self) -> None:
+        self.wrapped.step()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def train_mode(self) -> None:
+        self.wrapped.train()
+
+    def eval_mode(self) -> None:
+        self.wrapped.eval()
+
+
+class PlainTorchModel:
+    """The part of DeepSpeed's engine the learner uses, in plain torch (fp32, one process)."""
+
+    def __init__(self, module: torch.nn.Module, optimizer, grad_accum: int, max_grad_norm: float):
+        self.module, self.optimizer = module, optimizer
+        self.grad_accum, self.max_grad_norm = grad_accum, max_grad_norm
+        self.micro_steps = 0
+        self.optimizer_steps = 0
+        self.device = next(module.parameters()).device  # DeepSpeed's engine says where the module is, too
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()  # DeepSpeed scales by 1/gradient_accumulation_steps the same way
+
+    def step(self) -> None:
+        self.micro_steps += 1
+        if self.micro_steps % self.grad_accum == 0:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer_steps += 1
