@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from contracts.config import RolloutConfig
 from models import weight_sync
+from models.families import chat_format, family_of, max_positions, torch_dtype
 from models.tokenizer import banned_token_ids
 
 
@@ -28,36 +30,38 @@ class Generation:
     text: str
 
 
-def max_positions(model_path: str) -> int:
-    """The checkpoint's longest sequence (the embedded model's TinyVLMShape.max_positions; 1024 if unknown)."""
-    import json
-    import pathlib
-
-    config = pathlib.Path(model_path) / "config.json"
-    if not config.exists():
-        return 1024
-    text = json.loads(config.read_text()).get("text_config", {})
-    return int(text.get("max_position_embeddings", 1024))
-
-
 class VLLMEngine:
     """One in-process vLLM engine (single process: starts in seconds, weights reload in place)."""
 
-    def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        temperature: float,
+        max_new_tokens: int,
+        seed: int = 0,
+        dtype: str = "float32",
+        gpu_memory_utilization: float = 0.1,
+        cpu_kv_cache_gb: float = 1.0,
+        max_model_len: int = 0,
+    ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv_cache_gb:g}"  # read when the engine starts
+        from transformers import AutoProcessor
         from vllm import LLM, SamplingParams
 
+        family_of(model_path)  # an unsupported model_type: one clear error before vLLM tries it
         self.llm = LLM(
             model=model_path,
-            dtype="float32",
+            dtype=dtype,
             logprobs_mode="processed_logprobs",
-            max_model_len=max_positions(model_path),
+            max_model_len=max_model_len or min(max_positions(model_path), 4096),
             enforce_eager=True,
             seed=seed,
             limit_mm_per_prompt={"image": 1},
-            gpu_memory_utilization=float(os.environ.get("VLLM_GPU_MEMORY_UTILIZATION", "0.1")),
+            gpu_memory_utilization=gpu_memory_utilization,
         )
+        self.chat_prompt = chat_format(AutoProcessor.from_pretrained(model_path))
+        """question -> prompt in the checkpoint's chat template (models/families.py)."""
         tokenizer = self.llm.get_tokenizer()
         banned = set(banned_token_ids(tokenizer))
         allowed = [i for i in range(len(tokenizer)) if i not in banned]
@@ -90,10 +94,11 @@ class VLLMEngine:
 class HFEngine:
     """HF transformers generate, batched with left padding. Same outputs as VLLMEngine."""
 
-    def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
+    def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0, dtype="float32"):
         from models.policy import load_policy
 
-        self.vlm, self.processor, _ = load_policy(model_path, with_value_head=False)
+        self.vlm, self.processor, _ = load_policy(model_path, with_value_head=False, dtype=torch_dtype(dtype))
+        self.chat_prompt = chat_format(self.processor)
         # The first GPU this process sees, if any, else the CPU (as vLLM picks its device).
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.vlm.to(self.device)
@@ -140,8 +145,21 @@ class HFEngine:
         weight_sync.load_into_hf(self.vlm, named)
 
 
-def make_engine(backend: str, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0):
-    engines = {"vllm": VLLMEngine, "hf": HFEngine}
-    if backend not in engines:
-        raise ValueError(f"rollout.backend must be one of {sorted(engines)}, not {backend!r}")
-    return engines[backend](model_path, temperature, max_new_tokens, seed)
+def make_engine(cfg: RolloutConfig, model_path: str, dtype: str = "float32", seed: int = 0):
+    """The rollout config's engine for `model_path`, with its dtype and vLLM memory settings."""
+    if cfg.backend == "hf":
+        return HFEngine(model_path, cfg.temperature, cfg.max_new_tokens, seed, dtype=dtype)
+    if cfg.backend != "vllm":
+        raise ValueError(f"rollout.backend must be 'vllm' or 'hf', not {cfg.backend!r}")
+    # On CPU hosts vLLM ignores it; on a GPU the engine shares its device with nothing else of ours by default.
+    memory = cfg.gpu_memory_utilization or (0.85 * cfg.gpus_per_actor if cfg.gpus_per_actor else 0.1)
+    return VLLMEngine(
+        model_path,
+        cfg.temperature,
+        cfg.max_new_tokens,
+        seed,
+        dtype=dtype,
+        gpu_memory_utilization=memory,
+        cpu_kv_cache_gb=cfg.cpu_kv_cache_gb,
+        max_model_len=cfg.max_model_len,
+    )

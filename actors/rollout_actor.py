@@ -19,7 +19,7 @@ from contracts.schema import StepRecord, encode_png, to_record_batch
 from contracts.seeds import training_seed
 from envs import TASKS, episode_success, make_env
 from envs.parsing import parse_action, parse_command
-from envs.prompts import chat_prompt, task_prompt
+from envs.prompts import task_prompt
 from models.weight_sync import WeightsPayload, receive
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,19 @@ class EnvSlot:
 
 
 class RolloutActor:
-    def __init__(self, actor_id: int, env_cfg: EnvConfig, cfg: RolloutConfig, model_path: str, store=None):
+    def __init__(
+        self,
+        actor_id: int,
+        env_cfg: EnvConfig,
+        cfg: RolloutConfig,
+        model_path: str,
+        store=None,
+        dtype: str = "float32",
+    ):
         self.actor_id = actor_id
         self.env_cfg, self.cfg, self.store = env_cfg, cfg, store
         self.task = TASKS[env_cfg.task]
-        self.engine = make_engine(cfg.backend, model_path, cfg.temperature, cfg.max_new_tokens, seed=actor_id)
+        self.engine = make_engine(cfg, model_path, dtype, seed=actor_id)
         self.rng = np.random.default_rng(env_cfg.seed + 7919 * actor_id)  # random actions for invalid text
         self.version = 0
         self.counters = {"env_failures": 0}
@@ -74,7 +82,7 @@ class RolloutActor:
         slots = self._ready(slots, train)
         if not slots:
             return []
-        prompts = [chat_prompt(task_prompt(self.env_cfg.task, s.info, self.env_cfg.cot)) for s in slots]
+        prompts = [self.engine.chat_prompt(task_prompt(self.env_cfg.task, s.info, self.env_cfg.cot)) for s in slots]
         t0 = time.perf_counter()
         gens = self.engine.generate(prompts, [s.obs for s in slots])
         stats.gen_seconds += time.perf_counter() - t0

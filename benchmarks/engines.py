@@ -27,12 +27,12 @@ class EngineProbe:
     def __init__(self, backend: str, model_path: str, max_new_tokens: int, rows: int = 64):
         from actors.engines import make_engine
         from envs import make_env
-        from envs.prompts import chat_prompt, task_prompt
+        from envs.prompts import task_prompt
 
-        self.engine = make_engine(backend, model_path, RolloutConfig.temperature, max_new_tokens, seed=0)
+        self.engine = make_engine(RolloutConfig(backend=backend, max_new_tokens=max_new_tokens), model_path, seed=0)
         env = make_env("numberline")
         frames = [env.reset(seed=i) for i in range(rows)]
-        self.prompts = [chat_prompt(task_prompt("numberline", info)) for _, info in frames]
+        self.prompts = [self.engine.chat_prompt(task_prompt("numberline", info)) for _, info in frames]
         self.images = [obs for obs, _ in frames]
 
     def generate(self, batch: int) -> dict[str, float]:

@@ -94,7 +94,7 @@ def rollout_actor_factory(cfg: Config, model_path: str, store):
         num_gpus=cfg.rollout.gpus_per_actor,
         resources=cfg.rollout.resources or None,
     )
-    return lambda actor_id: remote_cls.remote(actor_id, cfg.env, cfg.rollout, model_path, store)
+    return lambda actor_id: remote_cls.remote(actor_id, cfg.env, cfg.rollout, model_path, store, cfg.model.dtype)
 
 
 def throttle(cfg: Config, store):
@@ -131,6 +131,7 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
             cfg.run.total_updates,
             cfg.rollout.temperature,
             cfg.env.seed,
+            cfg.model.dtype,
         )
         for rank in range(cfg.learner.world_size)
     ]

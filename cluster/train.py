@@ -23,6 +23,7 @@ from cluster import run_checkpoints
 from cluster.launch import System, cpus_needed, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config, parse_cli
+from models.families import UnsupportedModelError, family_of
 
 
 def ensure_sft_checkpoint(cfg: Config) -> str:
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
     model_path = str(resume_dir / "model") if resume_dir else ensure_sft_checkpoint(cfg)
+    try:  # an unsupported or missing model fails here in one line, before Ray or any actor starts
+        print(f"model {model_path}: family {family_of(model_path).model_type}, {cfg.model.dtype}", flush=True)
+    except (UnsupportedModelError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
     init_ray(cpus_needed(cfg), cfg.run.dashboard)
     system = launch(cfg, model_path, run_name=name)
     logger = RunLogger(run_dir)

@@ -72,6 +72,10 @@ class ModelConfig:
     """Build the embedded tiny VLM and run SFT when `path` does not exist."""
     shape: TinyVLMShape = field(default_factory=TinyVLMShape)
     """Sizes of the embedded default VLM (ignored for an existing checkpoint)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights and compute of both vLLM and the learner (bf16: DeepSpeed keeps fp32 master weights in the
+    optimizer). Any checkpoint of a supported family (models/families.py: llava, llava_next, qwen2_vl,
+    qwen2_5_vl) runs in either."""
 
 
 @dataclass
@@ -106,6 +110,14 @@ class RolloutConfig:
     """GPUs per rollout actor (e.g. 1, or 0.5 to pack two engines on a GPU); 0 on CPU hosts."""
     resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each rollout actor needs, e.g. {"rollout_node": 1} to keep them on env/CPU nodes."""
+    gpu_memory_utilization: float = 0.0
+    """Share of its GPU's memory vLLM may take (weights + KV cache); 0 = 0.85 x gpus_per_actor (a 7B bf16 model
+    needs ~15 GB of weights plus KV cache). Ignored on CPU hosts."""
+    cpu_kv_cache_gb: float = 1.0
+    """KV cache of a vLLM engine on a CPU host, in GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    max_model_len: int = 0
+    """Longest prompt + response vLLM schedules; 0 = the checkpoint's max positions, at most 4096 (the tasks'
+    prompts stay under ~1k tokens incl. image tokens; a 32k window would only reserve KV cache)."""
     max_restarts: int = 20
     """Crashed rollout actors are replaced automatically, at most this many times per run."""
     max_backlog_updates: float = 1.0

@@ -15,6 +15,7 @@ from PIL import Image
 
 from contracts.schema import StepRecord, decode_png, from_table
 from envs.parsing import action_start_index
+from models.families import FAMILIES, Family
 
 
 @dataclass
@@ -105,10 +106,14 @@ def pad_prompt_response(
     return input_ids, attention_mask
 
 
-def collate(samples: list[Sample], image_processor, pad_id: int) -> dict[str, torch.Tensor]:
+def collate(
+    samples: list[Sample], image_processor, pad_id: int, family: Family = FAMILIES["llava"], image_token_id: int = -1
+) -> dict[str, torch.Tensor]:
     """Right-padded prompt+response ids with the index tensors the loss needs.
 
-    input_ids, attention_mask (B, L); pixel_values (B, 3, H, W); value_index (B,) = last prompt position;
+    input_ids, attention_mask (B, L); the family's image inputs (models/families.py: pixel_values, plus
+    LlavaNext's image_sizes or Qwen's image_grid_thw and mm_token_type_ids (B, L), whose image tokens are
+    found by `image_token_id`); value_index (B,) = last prompt position;
     logit_index (B, R) = positions whose logits predict response tokens; targets, response_mask (B, R);
     behaviour_logprobs (B, R); action_start (B,).
     """
@@ -129,11 +134,11 @@ def collate(samples: list[Sample], image_processor, pad_id: int) -> dict[str, to
         targets[b, :n] = torch.tensor(s.response_ids, dtype=torch.long)
         response_mask[b, :n] = True
         behaviour[b, :n] = torch.tensor(s.behaviour_logprobs)
-    pixel_values = image_processor(images=[s.image for s in samples], return_tensors="pt")["pixel_values"]
+    images = family.image_inputs(image_processor, [s.image for s in samples], input_ids, image_token_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "pixel_values": pixel_values,
+        **images,
         "value_index": torch.tensor([len(s.prompt_ids) - 1 for s in steps]),
         "logit_index": logit_index,
         "targets": targets,

@@ -9,7 +9,6 @@ A plain class; cluster/launch.py wraps it with `ray.remote`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import pathlib
@@ -22,6 +21,7 @@ from contracts.config import LearnerConfig, PPOConfig
 from learner.batch import Sample, TokenTexts, collate, samples_from_table
 from learner.ppo_update import ReduceOp, ppo_update
 from learner.step_model import WrappedModelStep
+from models.families import family_of_model, image_token_id, torch_dtype
 from models.policy import PolicyWithValue, load_policy, save_policy
 from models.tokenizer import banned_token_ids
 from models.weight_sync import WeightsPayload, export_arrays
@@ -55,6 +55,7 @@ class LearnerWorker:
         total_updates: int,
         temperature: float,
         seed: int = 0,
+        dtype: str = "float32",
     ):
         os.environ.update(
             MASTER_ADDR="127.0.0.1",
@@ -75,7 +76,8 @@ class LearnerWorker:
         self.rank, self.world_size = rank, world_size
         self.ppo_cfg, self.cfg = ppo_cfg, cfg
         self.total_updates, self.temperature = total_updates, temperature
-        vlm, self.processor, value_head = load_policy(model_path)
+        vlm, self.processor, value_head = load_policy(model_path)  # fp32: DeepSpeed casts for bf16 itself
+        self.family, self.image_token_id = family_of_model(vlm), image_token_id(vlm.config)
         self.module = PolicyWithValue(vlm, value_head)
         optimizer = torch.optim.AdamW(self.module.parameters(), lr=ppo_cfg.lr, eps=1e-7, weight_decay=0.0)
         ds_config = {
@@ -83,6 +85,8 @@ class LearnerWorker:
             "gradient_accumulation_steps": ppo_cfg.grad_accum,
             "gradient_clipping": ppo_cfg.max_grad_norm,
             "zero_optimization": {"stage": cfg.zero_stage},
+            # bf16: DeepSpeed runs the module in bf16 and keeps fp32 master weights in the (ZeRO) optimizer.
+            "bf16": {"enabled": torch_dtype(dtype) == torch.bfloat16},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
@@ -125,6 +129,10 @@ class LearnerWorker:
         out = t.tolist()
         return [v / self.world_size for v in out] if op == "mean" else out
 
+    def _collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Model inputs of a micro-batch, with this checkpoint family's image inputs."""
+        return collate(samples, self.processor.image_processor, self.pad_id, self.family, self.image_token_id)
+
     def update(self, shard, learner_version: int) -> dict[str, float]:
         """One PPO update on this rank's shard (an Arrow table or its object ref). Collective: all ranks call it.
 
@@ -136,7 +144,7 @@ class LearnerWorker:
 
             shard = ray.get(shard)
         samples = samples_from_table(shard, self.token_texts)
-        make_batch = functools.partial(collate, image_processor=self.processor.image_processor, pad_id=self.pad_id)
+        make_batch = self._collate
         metrics = ppo_update(
             self.step_model,
             samples,
@@ -217,7 +225,7 @@ class LearnerWorker:
 
         Collective under ZeRO-3 (a forward gathers the sharded weights): call it on every rank.
         """
-        batch = collate([Sample.probe(prompt_ids, response_ids, image)], self.processor.image_processor, self.pad_id)
+        batch = self._collate([Sample.probe(prompt_ids, response_ids, image)])
         self.step_model.eval_mode()
         with torch.no_grad():
             _, _, token_logp = self.step_model.score(batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from learner import ppo
+from models.families import EXTRA_IMAGE_KEYS
 
 
 class WrappedModelStep:
@@ -29,8 +30,14 @@ class WrappedModelStep:
         Inputs are moved to the module's device; the outputs stay there (the PPO loss needs their gradients).
         """
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        extras = {k: batch[k] for k in EXTRA_IMAGE_KEYS if k in batch}  # the family's other image inputs
         logits, values = self.wrapped(
-            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["value_index"], detach_value
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["pixel_values"],
+            batch["value_index"],
+            detach_value,
+            **extras,
         )  # (B, L, V), (B,)
         idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
         response_logits = logits.gather(1, idx).float()

@@ -13,6 +13,8 @@ import pathlib
 import torch
 from torch import nn
 
+from models.families import family_of, hidden_size, load_vlm
+
 # In a sub-folder: vLLM loads every top-level *.safetensors of a checkpoint as model weights.
 VALUE_HEAD_FILE = "value_head/value_head.safetensors"
 
@@ -38,10 +40,12 @@ class PolicyWithValue(nn.Module):
         self.vlm = vlm
         self.value_head = value_head
 
-    def forward(self, input_ids, attention_mask, pixel_values, value_index, detach_value: bool = False):
+    def forward(self, input_ids, attention_mask, pixel_values, value_index, detach_value: bool = False, **image_inputs):
         """input_ids (B, L) = prompt + response, right-padded; value_index (B,) = last prompt position.
 
-        Returns logits (B, L, V) and values (B,). `detach_value` keeps value gradients out of the trunk.
+        `image_inputs` are the family's other image inputs (models/families.py: LlavaNext `image_sizes`, Qwen
+        `image_grid_thw` and `mm_token_type_ids`). Returns logits (B, L, V) and values (B,). `detach_value`
+        keeps value gradients out of the trunk.
         """
         out = self.vlm(
             input_ids=input_ids,
@@ -49,36 +53,32 @@ class PolicyWithValue(nn.Module):
             pixel_values=pixel_values,
             output_hidden_states=True,
             use_cache=False,
+            **image_inputs,
         )
         last_hidden = out.hidden_states[-1]  # (B, L, H)
         h = last_hidden[torch.arange(input_ids.shape[0]), value_index]  # (B, H)
         return out.logits, self.value_head(h.detach() if detach_value else h)
 
 
-def vllm_key(name: str) -> str:
-    """HF name -> the name vLLM 0.32's Llava loader expects (CLIP tower keys need `vision_model.`)."""
-    head, sep, tail = name.partition("vision_tower.")
-    if sep and not tail.startswith("vision_model."):
-        return f"{head}vision_tower.vision_model.{tail}"
-    return name
-
-
-def hf_key(name: str) -> str:
-    """Inverse of `vllm_key`: the name transformers' in-memory model uses."""
-    return name.replace("vision_tower.vision_model.", "vision_tower.", 1)
-
-
 def save_policy(path: str | pathlib.Path, vlm, processor, value_head: ValueHead | None, extra: dict | None = None):
-    """Save HF-format weights (renamed for vLLM), tokenizer/processor files and the value head."""
+    """Save HF-format weights (in the layout vLLM loads), tokenizer/processor files and the value head."""
     from safetensors.torch import load_file, save_file
 
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vlm.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
-    weights = path / "model.safetensors"
-    state = load_file(weights)
-    save_file({vllm_key(k): v.contiguous() for k, v in state.items()}, weights, metadata={"format": "pt"})
+    family = family_of(path)
+    for weights in sorted(path.glob("*.safetensors")):  # a large model is saved in shards
+        state = load_file(weights)
+        renamed = {family.vllm_key(k): v.contiguous() for k, v in state.items()}
+        if list(renamed) != list(state):
+            save_file(renamed, weights, metadata={"format": "pt"})
+    index = path / "model.safetensors.index.json"
+    if index.exists():  # the shard index names every key: rename there too
+        data = json.loads(index.read_text())
+        data["weight_map"] = {family.vllm_key(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2))
     if value_head is not None:
         (path / VALUE_HEAD_FILE).parent.mkdir(exist_ok=True)
         save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, path / VALUE_HEAD_FILE)
@@ -86,23 +86,23 @@ def save_policy(path: str | pathlib.Path, vlm, processor, value_head: ValueHead 
         (path / "policy_info.json").write_text(json.dumps(extra, indent=2))
 
 
-def load_policy(path: str | pathlib.Path, with_value_head: bool = True):
-    """Load (vlm, processor, value_head) from a directory written by `save_policy` or any HF LLaVA checkpoint.
+def load_policy(path: str | pathlib.Path, with_value_head: bool = True, dtype: torch.dtype = torch.float32):
+    """Load (vlm, processor, value_head) from a directory written by `save_policy` or any HF checkpoint of a
+    supported family (models/families.py).
 
     A missing value head (e.g. a hub checkpoint) gets a fresh one; a broken file raises a clear error.
     """
     from safetensors.torch import load_file
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor
 
     path = pathlib.Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no policy checkpoint at {path} (config.json missing)")
+    family_of(path)  # missing or unsupported: its own clear error, not wrapped below
     try:
-        vlm = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+        vlm = load_vlm(path, dtype)
         processor = AutoProcessor.from_pretrained(path)
         value_head = None
         if with_value_head:
-            value_head = ValueHead(vlm.config.text_config.hidden_size)
+            value_head = ValueHead(hidden_size(vlm)).to(dtype)
             vh_file = path / VALUE_HEAD_FILE
             if vh_file.exists():
                 value_head.load_state_dict(load_file(vh_file))

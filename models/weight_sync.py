@@ -1,8 +1,8 @@
 """Weight sync, learner -> rollout actors: the whole path of a weight push, in the order it runs.
 
 1. Export (learner rank 0, `LearnerWorker.export_weights`): `export_arrays(vlm)` copies every parameter out
-   as a float32 numpy array under its vLLM name (`models.policy.vllm_key`; under ZeRO-3 the learner gathers
-   the full weights around this call), and `WeightsPayload.build` adds the checksum.
+   as a float32 numpy array under its vLLM name (the family's `vllm_key`, models/families.py; under ZeRO-3
+   the learner gathers the full weights around this call), and `WeightsPayload.build` adds the checksum.
 2. Transport (driver, `cluster/launch.py` `push_weights` and `RolloutPool.push`): the payload stays in Ray's
    object store; the driver hands its object ref to every actor (it never holds the weights itself). Each
    actor loads it behind its running `collect`, and new or replacement actors load the latest one first.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.policy import hf_key, vllm_key
+from models.families import family_of_model
 
 NamedTensors = list[tuple[str, torch.Tensor]]
 
@@ -64,7 +64,8 @@ def weights_checksum(names: list[str], arrays: list[np.ndarray]) -> str:
 # ---- learner side ----------------------------------------------------------------------------------------------
 def export_arrays(vlm: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
     """(vLLM name, float32 host copy) of every parameter: copies, because the learner keeps training them."""
-    return [(vllm_key(n), p.detach().cpu().float().numpy().copy()) for n, p in vlm.named_parameters()]
+    rename = family_of_model(vlm).vllm_key
+    return [(rename(n), p.detach().cpu().float().numpy().copy()) for n, p in vlm.named_parameters()]
 
 
 # ---- rollout side ----------------------------------------------------------------------------------------------
@@ -85,7 +86,8 @@ def load_into_vllm(llm, named: Iterable[tuple[str, torch.Tensor]]) -> None:
 
 
 def load_into_hf(vlm: torch.nn.Module, named: Iterable[tuple[str, torch.Tensor]]) -> None:
-    """Copy into a transformers model (names back to HF's with `hf_key`); all or nothing."""
+    """Copy into a transformers model (names back to HF's with the family's `hf_key`); all or nothing."""
+    hf_key = family_of_model(vlm).hf_key
     state = {hf_key(k): v for k, v in named}
     own = dict(vlm.named_parameters())
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())

@@ -17,10 +17,13 @@ from PIL import Image
 from actors.engines import HFEngine
 from envs import make_env
 from envs.prompts import chat_prompt, task_prompt
-from models.policy import load_policy, vllm_key
+from models.families import FAMILIES
+from models.policy import load_policy
 from models.tokenizer import banned_token_ids
 
 T, MAX_NEW = 0.2, 24
+
+vllm_key = FAMILIES["llava"].vllm_key
 
 
 def batch():

@@ -12,11 +12,14 @@ from contracts.config import TinyVLMShape
 from envs.experts import numberline_response
 from envs.prompts import chat_prompt, task_prompt
 from learner.sft import tokenizer_corpus
-from models.policy import VALUE_HEAD_FILE, PolicyWithValue, ValueHead, hf_key, load_policy, save_policy, vllm_key
+from models.families import FAMILIES
+from models.policy import VALUE_HEAD_FILE, PolicyWithValue, ValueHead, load_policy, save_policy
 from models.tiny_llava import build_processor, build_tiny_llava
 from models.tokenizer import EOS_TOKEN, IMAGE_TOKEN, PAD_TOKEN, build_tokenizer
 
 SHAPE = TinyVLMShape()
+
+vllm_key, hf_key = FAMILIES["llava"].vllm_key, FAMILIES["llava"].hf_key
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,13 @@ from contracts.schema import StepRecord, decode_png, from_table
 from envs import make_env
 from envs.parsing import parse_action
 from envs.prompts import chat_prompt, task_prompt
-from models.policy import vllm_key
+from models.families import FAMILIES
 from models.weight_sync import WeightsPayload
 
 ENVS, STEPS = 3, 3
 STATUSES = {"ok", "no_match", "ambiguous", "not_text"}
+
+vllm_key = FAMILIES["llava"].vllm_key
 
 
 def make_actor(model_path, store=None, actor_id=0, envs=ENVS) -> RolloutActor:
@@ -253,6 +255,7 @@ class ScriptedEngine:
 
     def __init__(self):
         self.calls: list[list[str]] = []
+        self.chat_prompt = chat_prompt  # the embedded model's template
 
     def generate(self, prompts, images):
         self.calls.append(list(prompts))

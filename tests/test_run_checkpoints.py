@@ -69,7 +69,10 @@ def test_restored_learner_matches_an_uninterrupted_one(ray_cluster, tiny_model_p
 
 
 def _weights_at_start(model_path):
-    from models.policy import load_policy, vllm_key
+    from models.families import FAMILIES
+    from models.policy import load_policy
+
+    vllm_key = FAMILIES["llava"].vllm_key
 
     vlm, _, _ = load_policy(model_path)
     return {vllm_key(n): p.detach().numpy() for n, p in vlm.named_parameters()}

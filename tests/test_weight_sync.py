@@ -6,6 +6,8 @@ RolloutActor.load_weights), tests/test_system.py (learner -> vLLM actor through 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -67,6 +69,7 @@ class TinyVLM(nn.Module):
         self.model = nn.Module()
         self.model.vision_tower = nn.Linear(3, 2)
         self.model.language_model = nn.Linear(2, 2, bias=False)
+        self.config = SimpleNamespace(model_type="llava")  # the family is read from the model's config
 
 
 def test_export_copies_float32_under_vllm_names():
