@@ -10,4 +10,5 @@ One module per comparison; each `run(ctx)` returns a report section (see report.
 6. scaling.py      rollout throughput with 1 and 2 rollout actors
 -  hotpath.py      py-spy profile of a training run, before/after the fix
 7. throttle.py     the fix (rollout throttled by the replay backlog), before/after
+8. families.py     rollout and learner speed of each tiny real VLM family; bf16 vs fp32 on the default model
 """

@@ -23,6 +23,7 @@ import traceback
 from benchmarks import (
     async_sync,
     engines,
+    families,
     hotpath,
     report,
     rollout,
@@ -33,7 +34,7 @@ from benchmarks import (
 )
 from benchmarks.common import Context, start_ray
 
-SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle]
+SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families]
 NAMES = [m.NAME for m in SUITE]
 DEFAULT_OUT = pathlib.Path("docs/bench")
 

@@ -90,14 +90,16 @@ def kv_env(model_path: str, ctx: Context) -> dict[str, str]:
     return {"VLLM_CPU_KVCACHE_SPACE": str(BIG_KV_GIB)} if big else {}
 
 
-def rollout_actor(ctx: Context, model_path: str, store=None, actor_id: int = 0, backend: str = "vllm", **rollout):
+def rollout_actor(
+    ctx: Context, model_path: str, store=None, actor_id: int = 0, backend: str = "vllm", dtype="float32", **rollout
+):
     """The project's RolloutActor as a 1-CPU Ray actor, default env and rollout settings unless overridden."""
     from actors.rollout_actor import RolloutActor
 
     envs = rollout.pop("envs_per_actor", EnvConfig.envs_per_actor)
     cfg = RolloutConfig(backend=backend, **rollout)
     handle = remote(RolloutActor, env=kv_env(model_path, ctx)).remote(
-        actor_id, EnvConfig(envs_per_actor=envs), cfg, model_path, store
+        actor_id, EnvConfig(envs_per_actor=envs), cfg, model_path, store, dtype
     )
     ray.get(handle.policy_version.remote())  # started: the engine is loaded
     return handle
@@ -109,14 +111,25 @@ def replay_store(capacity_steps: int = 100_000):
     return ray.remote(num_cpus=0)(ReplayStore).remote(ReplayConfig(capacity_steps=capacity_steps, max_policy_lag=10**6))
 
 
-def learner_actor(model_path: str, ppo: PPOConfig, zero_stage: int = 2, cls=None, cpus: float = 1.0):
+def learner_actor(
+    model_path: str, ppo: PPOConfig, zero_stage: int = 2, cls=None, cpus: float = 1.0, dtype: str = "float32"
+):
     """One learner rank (world size 1) of `cls` (default: the project's LearnerWorker) as a Ray actor; it runs
     one OMP thread whatever `cpus` reserves (ACTOR_ENV), so idle ranks can be parked on fractions of a CPU."""
     from cluster.launch import free_port
     from learner.learner import LearnerWorker
 
     handle = remote(cls or LearnerWorker, cpus=cpus).remote(
-        0, 1, free_port(), model_path, ppo, LearnerConfig(zero_stage=zero_stage), 1000, RolloutConfig.temperature
+        0,
+        1,
+        free_port(),
+        model_path,
+        ppo,
+        LearnerConfig(zero_stage=zero_stage),
+        1000,
+        RolloutConfig.temperature,
+        0,
+        dtype,
     )
     ray.get(handle.__ray_ready__.remote())
     return handle

@@ -33,11 +33,15 @@ def ensure_sft_checkpoint(cfg: Config) -> str:
         return str(path)
     if not cfg.model.build_if_missing:
         raise FileNotFoundError(f"model.path {path} does not exist and model.build_if_missing is off")
-    from learner.sft import train_sft
+    from learner.sft import finetune_checkpoint, train_sft
 
-    print(f"no SFT checkpoint at {path}: building the embedded tiny VLM and running SFT ...", flush=True)
     t0 = time.perf_counter()
-    train_sft(cfg.env.task, str(path), cfg.model, cfg.sft, cot=cfg.env.cot)
+    if cfg.model.base:
+        print(f"no SFT checkpoint at {path}: fine-tuning {cfg.model.base} on {cfg.env.task} ...", flush=True)
+        finetune_checkpoint(cfg.env.task, cfg.model.base, str(path), cfg.sft, cot=cfg.env.cot)
+    else:
+        print(f"no SFT checkpoint at {path}: building the embedded tiny VLM and running SFT ...", flush=True)
+        train_sft(cfg.env.task, str(path), cfg.model, cfg.sft, cot=cfg.env.cot)
     (path / "sft_time.json").write_text(json.dumps({"sft_wall_clock_s": round(time.perf_counter() - t0, 1)}))
     return str(path)
 

@@ -69,7 +69,10 @@ class ModelConfig:
     path: str = "checkpoints/numberline-sft"
     """Policy checkpoint PPO starts from (HF format). Built by SFT when missing and `build_if_missing`."""
     build_if_missing: bool = True
-    """Build the embedded tiny VLM and run SFT when `path` does not exist."""
+    """Run SFT into `path` when it does not exist: from `base` if set, else on the embedded tiny VLM it builds."""
+    base: str = ""
+    """HF checkpoint of a supported family (models/families.py) that SFT starts from when `path` is missing;
+    empty = the embedded tiny VLM. Set sft.lr for its size (the default is the tiny model's)."""
     shape: TinyVLMShape = field(default_factory=TinyVLMShape)
     """Sizes of the embedded default VLM (ignored for an existing checkpoint)."""
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -31,15 +31,17 @@ from envs import make_env
 from envs.experts import EXPERTS, TaskExpert
 from envs.prompts import chat_prompt, task_prompt
 from learner.batch import pad_prompt_response
-from models.policy import ValueHead, save_policy
+from models.families import chat_format, family_of_model, image_token_id
+from models.policy import ValueHead, load_policy, save_policy
 from models.tiny_llava import build_processor, build_tiny_llava
 from models.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True):
-    """`n` (image, prompt, response, info) tuples from noisy-expert episodes.
+def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True, chat=chat_prompt):
+    """`n` (image, prompt, response, info) tuples from noisy-expert episodes; `chat` puts the question into the
+    model's chat template (models/families.py `chat_format`; the embedded model's llava_v1 by default).
 
     The prompt is built from the info the image was rendered with, so EZPoints/Points24 prompts show the
     formula of that very step (an episode's first prompt shows its own empty formula).
@@ -52,7 +54,7 @@ def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True)
         done = False
         while not done and len(out) < n:
             action = expert.noisy_action(info, noise, rng)
-            prompt, response = chat_prompt(task_prompt(task, info, cot)), expert.response(info, action, cot)
+            prompt, response = chat(task_prompt(task, info, cot)), expert.response(info, action, cot)
             out.append((obs, prompt, response, dict(info)))
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
@@ -186,7 +188,46 @@ def _examples(demos, processor) -> list[Example]:
     ]
 
 
-def _fine_tune(vlm, examples: list[Example], tokenizer, cfg: SFTConfig) -> tuple[list[float], list[float], int]:
+def finetune_checkpoint(task: str, base: str, out_dir: str, cfg: SFTConfig, cot: bool = True) -> dict:
+    """SFT of an existing HF checkpoint of any supported family (models/families.py) on the task's noisy-expert
+    demonstrations, in the checkpoint's own chat template and image inputs (the paper SFTs LLaVA-1.6 before
+    PPO). No vision pre-training: a real checkpoint brings its own. Saves to `out_dir` with a value head."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    vlm, processor, value_head = load_policy(base)
+    family, token = family_of_model(vlm), image_token_id(vlm.config)
+    demos = demonstrations(task, cfg.samples, cfg.action_noise, cfg.seed, cot, chat=chat_format(processor))
+    tokenizer, eos = processor.tokenizer, processor.tokenizer.eos_token_id
+    prompt_ids: dict[tuple[str, tuple], list[int]] = {}  # expanded ids depend on the image size (LlavaNext)
+    examples = []
+    for img, prompt, response, _ in demos:
+        key = (prompt, img.shape)
+        if key not in prompt_ids:
+            prompt_ids[key] = list(processor(text=prompt, images=Image.fromarray(img))["input_ids"][0])
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+        examples.append((Image.fromarray(img), prompt_ids[key], response_ids))
+
+    def inputs(batch, pad_id: int) -> dict[str, torch.Tensor]:
+        text = _sft_text_inputs(batch, pad_id)
+        return text | family.image_inputs(processor.image_processor, [x for x, _, _ in batch], text["input_ids"], token)
+
+    losses, reads, step = _fine_tune(vlm, examples, tokenizer, cfg, inputs)
+    info = {
+        "task": task,
+        "base": str(base),
+        "sft_samples": len(examples),
+        "action_noise": cfg.action_noise,
+        "steps": step,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "reading_accuracy": float(np.mean(reads[-50:])) if reads else None,
+        "seconds": time.perf_counter() - t0,
+    }
+    save_policy(out_dir, vlm, processor, value_head, info)
+    log.info("sft done: %s", json.dumps(info))
+    return info
+
+
+def _fine_tune(vlm, examples: list, tokenizer, cfg: SFTConfig, inputs=None) -> tuple[list[float], list[float], int]:
     """cfg.epochs shuffled passes of teacher-forced cross-entropy on the response tokens, one-cycle LR.
 
     Returns the loss and reading accuracy of every step, and the number of steps.
@@ -204,7 +245,7 @@ def _fine_tune(vlm, examples: list[Example], tokenizer, cfg: SFTConfig) -> tuple
         order = rng.permutation(len(examples))
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             batch = [examples[j] for j in order[i : i + cfg.batch_size]]
-            out = vlm(**_sft_inputs(batch, tokenizer.pad_token_id))
+            out = vlm(**(inputs or _sft_inputs)(batch, tokenizer.pad_token_id))
             reads.append(_reading_accuracy(out.logits.detach(), batch, digit_ids))
             opt.zero_grad()
             out.loss.backward()
@@ -226,7 +267,12 @@ def _fine_tune(vlm, examples: list[Example], tokenizer, cfg: SFTConfig) -> tuple
 
 
 def _sft_inputs(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """The VLM's keyword inputs for a batch; labels are the response ids, -100 (ignored) on prompt and padding.
+    """The embedded VLM's keyword inputs for a batch (pixel values stacked, (B, 3, H, W))."""
+    return _sft_text_inputs(batch, pad_id) | {"pixel_values": torch.stack([x for x, _, _ in batch])}
+
+
+def _sft_text_inputs(batch: list, pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and labels (B, L): the response ids, -100 (ignored) on prompt and padding.
 
     Laid out by the PPO learner's padding (learner/batch.py), so SFT and PPO score the same sequences.
     """
@@ -235,8 +281,7 @@ def _sft_inputs(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     positions = torch.arange(ids.shape[1]).unsqueeze(0)  # (1, L)
     is_response = (positions >= torch.tensor([len(p) for p in prompts]).unsqueeze(1)) & mask.bool()  # (B, L)
     labels = ids.masked_fill(~is_response, -100)
-    pixel_values = torch.stack([x for x, _, _ in batch])
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel_values, "labels": labels}
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float:
@@ -263,6 +308,9 @@ class SFTCommand:
     """Task whose preset gives the defaults of every other flag (`--help` after `--task` shows them)."""
     out: str = ""
     """Checkpoint folder (the preset's model.path, where `make train` looks for it)."""
+    base: str = ""
+    """An HF checkpoint of a supported family to fine-tune (e.g. llava-v1.6-mistral-7b-hf); empty = build the
+    embedded tiny VLM. Pass a learning rate for its size (--lr; the default 1e-3 is the tiny model's)."""
     sft: Annotated[SFTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SFTConfig)
     """SFT settings (flags without a prefix: --samples, --vision-steps, ...)."""
     shape: TinyVLMShape = field(default_factory=TinyVLMShape)
@@ -289,6 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     cmd = parse_cli(argv)
     preset = PRESETS[cmd.task][1]
     pathlib.Path(cmd.out).parent.mkdir(parents=True, exist_ok=True)
+    if cmd.base:
+        finetune_checkpoint(cmd.task, cmd.base, cmd.out, cmd.sft, cot=preset.env.cot)
+        return
     model = dataclasses.replace(preset.model, path=cmd.out, shape=cmd.shape)
     train_sft(cmd.task, cmd.out, model, cmd.sft, cot=preset.env.cot)
 
