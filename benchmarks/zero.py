@@ -1,8 +1,9 @@
 """3. Learner: DeepSpeed ZeRO stages 1, 2 and 3 against plain torch, same model, same batch, same PPO maths.
 
-Every variant is the project's `LearnerWorker` running its real `train` (proximal pass, GAE, clipped PPO
-epochs) on the same replay rows collected by a real rollout actor. Plain torch swaps only the engine
-(`LearnerWorker._wrap`): backward of loss / grad_accum, then gradient clipping and an AdamW step every
+Every variant is the project's `LearnerWorker` running its real `LearnerWorker.update` (proximal pass, GAE,
+clipped PPO epochs: learner/ppo_update.py) on the same replay rows collected by a real rollout actor. Plain torch
+swaps only the engine (`LearnerWorker._wrap`) for learner/step_model.py `PlainTorchModel`, the stand-in the
+tests check against DeepSpeed: backward of loss / grad_accum, then gradient clipping and an AdamW step every
 grad_accum micro-batches, which is what DeepSpeed's engine does at these settings. One rank each (the default
 run's learner), one CPU each, run one after the other with repeats alternating between variants.
 """
@@ -12,51 +13,24 @@ from __future__ import annotations
 import dataclasses
 
 import ray
-import torch
 
 from benchmarks import report
 from benchmarks.common import Context, kill, learner_actor, replay_table
 from contracts.config import PPOConfig
 from learner.learner import LearnerWorker
+from learner.step_model import PlainTorchModel
 
 NAME = "zero"
 TITLE = "3. Learner: ZeRO-1/2/3 vs plain torch, samples/s of a PPO update"
 VARIANTS = ("torch", "zero1", "zero2", "zero3")
 
 
-class TorchEngine:
-    """The part of DeepSpeed's engine the learner uses, in plain torch (fp32, one rank)."""
-
-    def __init__(self, module: torch.nn.Module, optimizer, grad_accum: int, max_grad_norm: float):
-        self.module, self.optimizer = module, optimizer
-        self.grad_accum, self.max_grad_norm = grad_accum, max_grad_norm
-        self.micro_steps = 0
-        self.device = torch.device("cpu")
-
-    def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    def train(self):
-        self.module.train()
-
-    def eval(self):
-        self.module.eval()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.grad_accum).backward()  # DeepSpeed scales by 1/gradient_accumulation_steps the same way
-
-    def step(self) -> None:
-        self.micro_steps += 1
-        if self.micro_steps % self.grad_accum == 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-
-
 class PlainTorchLearner(LearnerWorker):
+    """The learner rank with DeepSpeed's engine swapped for `PlainTorchModel`; everything else is the same."""
+
     def _wrap(self, optimizer, ds_config: dict):
         grad_accum, clip = ds_config["gradient_accumulation_steps"], ds_config["gradient_clipping"]
-        return TorchEngine(self.module, optimizer, grad_accum, clip), optimizer
+        return PlainTorchModel(self.module, optimizer, grad_accum, clip), optimizer
 
 
 def bench_ppo(ctx: Context) -> PPOConfig:
@@ -109,8 +83,8 @@ def run(ctx: Context) -> dict:
         "metrics": metrics,
         "ratios": ratios,
         "notes": [
-            "samples/s = replay rows x PPO epochs / wall clock of `train` (which includes the proximal scoring "
-            "pass, collation and the optimizer steps).",
+            "samples/s = replay rows x PPO epochs / wall clock of `LearnerWorker.update` (which includes the "
+            "proximal scoring pass, collation and the optimizer steps).",
             "With one rank ZeRO has nothing to partition: this measures DeepSpeed's bookkeeping (flat fp32 buffers, "
             "gradient bucketing, stage-3 parameter fetch hooks) on a model this small.",
         ],

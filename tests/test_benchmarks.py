@@ -115,14 +115,21 @@ def test_partial_runs_replace_their_sections_and_keep_suite_order():
 def test_collapsed_stacks_give_group_shares_busy_and_top_frames():
     text = "\n".join(
         [
-            'process 1:"ray::LearnerWorker";train (l.py:150);WrappedModelStep.score (x.py:1);mm (t.py:9) 60',
-            "train (learner/learner.py:150);DeepSpeedEngine.backward (e.py:3);run (g.py:1) 30",
-            "train (learner/learner.py:150);collate (learner/batch.py:70) 10",
+            # the learner's real call paths, in the qualified names benchmarks/hotpath.py groups by
+            'process 1:"ray::LearnerWorker";LearnerWorker.update (learner/learner.py:148);'
+            "ppo_update (learner/ppo_update.py:213);proximal_pass (learner/ppo_update.py:97);"
+            "WrappedModelStep.score (learner/step_model.py:34);mm (t.py:9) 60",
+            "LearnerWorker.update (learner/learner.py:148);ppo_update (learner/ppo_update.py:220);"
+            "ppo_epochs (learner/ppo_update.py:165);WrappedModelStep.backward (learner/step_model.py:51);"
+            "DeepSpeedEngine.backward (e.py:3);run (g.py:1) 30",
+            "LearnerWorker.update (learner/learner.py:148);ppo_update (learner/ppo_update.py:220);"
+            "ppo_epochs (learner/ppo_update.py:160);LearnerWorker._collate (learner/learner.py:134);"
+            "collate (learner/batch.py:109) 10",
             "garbage line",
         ]
     )
     stacks = hotpath.parse_collapsed(text)
-    assert len(stacks) == 3 and stacks[0][0][0].startswith("train")  # process/thread frames dropped
+    assert len(stacks) == 3 and stacks[0][0][0].startswith("LearnerWorker.update")  # process frame dropped
     out = hotpath.summarize_profile(stacks, hotpath.ROLES["LearnerWorker"], window_s=4.0)
     assert out["samples"] == 100 and out["busy"] == pytest.approx(100 / (hotpath.RATE * 4.0))
     shares = out["shares"]

@@ -1,7 +1,7 @@
 """actors/engines.py: both engines return the processed log-probs a plain HF forward gives for the same tokens.
 
-The manual reference: one full forward on prompt_ids + response_ids, log_softmax(logits / T) with the banned
-special ids at -inf, read at the positions that predict the response tokens.
+The manual reference (tests/logprob_reference.py): one full forward on prompt_ids + response_ids,
+log_softmax(logits / T) with the banned special ids at -inf, read at the positions that predict the response tokens.
 """
 
 from __future__ import annotations
@@ -12,43 +12,15 @@ import gc
 import numpy as np
 import pytest
 import torch
+from logprob_reference import MAX_NEW, T, batch, expanded_ids, manual_logprobs
 from PIL import Image
 
 from actors.engines import HFEngine
-from envs import make_env
-from envs.prompts import chat_prompt, task_prompt
 from models.families import FAMILIES
 from models.policy import load_policy
 from models.tokenizer import banned_token_ids
 
-T, MAX_NEW = 0.2, 24
-
 vllm_key = FAMILIES["llava"].vllm_key
-
-
-def batch():
-    """Two prompts of different lengths (left padding in the HF batch) on two different env frames."""
-    env = make_env("numberline")
-    images = [env.reset(seed=seed)[0] for seed in (123, 456)]
-    prompts = [chat_prompt(task_prompt("numberline", {}, cot)) for cot in (True, False)]
-    return prompts, images
-
-
-def expanded_ids(processor, prompt: str, image: np.ndarray) -> list[int]:
-    return processor(text=[prompt], images=[Image.fromarray(image)], return_tensors="pt")["input_ids"][0].tolist()
-
-
-@torch.no_grad()
-def manual_logprobs(vlm, processor, prompt_ids, response_ids, image) -> np.ndarray:
-    device = next(vlm.parameters()).device  # the CPU here; tests/test_gpu.py scores on CUDA
-    pixels = processor.image_processor(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"]
-    ids = torch.tensor([prompt_ids + response_ids], device=device)
-    logits = vlm(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels.to(device)).logits[0].float()
-    P, n = len(prompt_ids), len(response_ids)
-    scaled = logits[P - 1 : P - 1 + n] / T
-    scaled[:, banned_token_ids(processor.tokenizer)] = float("-inf")
-    logp = torch.log_softmax(scaled, -1)
-    return logp.gather(-1, torch.tensor(response_ids, device=device).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
 
 @pytest.fixture(scope="module")

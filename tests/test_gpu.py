@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from logprob_reference import MAX_NEW, T, batch, expanded_ids, manual_logprobs
 from PIL import Image
-from test_engines import MAX_NEW, T, batch, expanded_ids, manual_logprobs
-from test_rollout_actor import assert_whole, by_episode, make_actor
+from rollout_checks import assert_whole, by_episode, make_actor
 
 from actors.engines import HFEngine
 from envs import make_env

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from test_ppo_update import changed, params, record
+from learner_checks import changed, params, record
 
 from contracts.config import LearnerConfig, PPOConfig
 from contracts.schema import encode_png, to_record_batch

@@ -1,4 +1,8 @@
-"""The paper's text -> action parser (spec §4, §14) on tricky strings, plus property tests."""
+"""envs/parsing.py: the paper's text -> action parser (spec §4, §14) on tricky strings for every task's action
+set, ALFWorld's command matching, the learner's CoT/action split, and property tests.
+
+The task registry that feeds the parser its action names is tested in tests/test_envs.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.parsing import ACTION_MARKER, ParsedAction, action_start_index, parse_action
+from envs import TASKS
+from envs.parsing import ACTION_MARKER, ParsedAction, action_start_index, parse_action, parse_command
 
 NL = ("-", "+")
 EZP = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "+", "*", "=")
@@ -19,6 +24,15 @@ def nl(text, seed=0):
 
 def ezp(text, seed=0):
     return parse_action(text, EZP, np.random.default_rng(seed), ten_rule=True)
+
+
+def parse(task: str, text, seed: int = 0) -> ParsedAction:
+    spec = TASKS[task]
+    return parse_action(text, spec.action_names, np.random.default_rng(seed), ten_rule=spec.ten_rule)
+
+
+def ok(task: str, name: str) -> ParsedAction:
+    return ParsedAction(TASKS[task].action_names.index(name), True, "ok")
 
 
 def test_marker_constant():
@@ -155,6 +169,168 @@ def test_ten_needs_the_rule():
     assert (out.valid, out.reason) == (False, "ambiguous")
 
 
+# ---- Blackjack -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        (' {\n "thoughts": "I have 15 and the dealer shows 10.", \n"action": "hit" \n}', "hit"),
+        ('{"thoughts": "hit or stand? I hit.", "action": "stand"}', "stand"),  # text before the marker is cut
+        ('{"ACTION": "HIT"}', "hit"),  # lower-cased first
+        ('"action": "Hit me"', "hit"),
+        ('"action": "white"', "hit"),  # a plain substring test, as in the paper: "white" contains "hit"
+    ],
+)
+def test_blackjack_single_action(text, name):
+    assert parse("blackjack", text) == ok("blackjack", name)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('"action": "stand" or "hit"', "ambiguous"),
+        ('"action": "stand", "thoughts": "never hit"', "ambiguous"),
+        ('"action": "double down"', "no_match"),
+        ("I should stand", "no_match"),  # no marker: only the last character "d" is kept
+        ("", "no_match"),
+    ],
+)
+def test_blackjack_fallbacks(text, reason):
+    out = parse("blackjack", text)
+    assert (out.valid, out.reason) == (False, reason) and out.action in (0, 1)
+
+
+def test_blackjack_has_no_ten_rule():
+    # "10" has no meaning in Blackjack: it is neither found nor removed
+    assert parse("blackjack", '"action": "hit", "total": 10') == ok("blackjack", "hit")
+
+
+# ---- EZPoints and Points24 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["ezpoints", "points24"])
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ('{"cards": [10, 2], "current formula": "10+", "thoughts": "append 2", "action": "2"}', "2"),
+        ('"action": "10"', "10"),
+        ('"action": "100"', "10"),  # "10" is removed, "0" is no action: still 10
+        ('"action": "1010"', "10"),
+        ('"action": "="', "="),
+        ('"action": "*"', "*"),
+        ('"action": "+" \n}', "+"),
+        ('{"thoughts": "2*6=12 is complete", "action": "="}', "="),
+        ("no marker, the last character is 7", "7"),
+    ],
+)
+def test_formula_tasks_single_action(task, text, name):
+    assert parse(task, text) == ok(task, name)
+
+
+@pytest.mark.parametrize("task", ["ezpoints", "points24"])
+@pytest.mark.parametrize(
+    "text",
+    ['"action": "110"', '"action": "12"', '"action": "10+"', '"action": "2" or "3"', '"action": "1" or "+"'],
+)
+def test_formula_tasks_ambiguous(task, text):
+    out = parse(task, text)
+    assert (out.valid, out.reason) == (False, "ambiguous")
+    assert 0 <= out.action < len(TASKS[task].action_names)
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [('"action": "("', "("), ('"action": ")"', ")"), ('"action": "-"', "-"), ('"action": "/"', "/")],
+)
+def test_points24_operators_and_brackets(text, name):
+    assert parse("points24", text) == ok("points24", name)
+    out = parse("ezpoints", text)  # not EZPoints actions
+    assert (out.valid, out.reason) == (False, "no_match")
+
+
+@pytest.mark.parametrize("text", ['"action": "(10"', '"action": "-1"', '"action": "10)"', '"action": "8/3"'])
+def test_points24_mixed_tokens_are_ambiguous(text):
+    out = parse("points24", text)
+    assert (out.valid, out.reason) == (False, "ambiguous")
+
+
+@pytest.mark.parametrize("task", ["ezpoints", "points24"])
+def test_echoed_template_is_no_match(task):
+    out = parse(task, '"action": "{number}" or "{operator}" \n \\}')
+    assert (out.valid, out.reason) == (False, "no_match")
+
+
+def test_ten_at_the_end_without_marker():
+    # no marker keeps only "0": no action, even though "10" was meant
+    out = parse("points24", "my answer is 10")
+    assert (out.valid, out.reason) == (False, "no_match")
+
+
+def test_first_marker_wins():
+    out = parse("points24", '"action": "(", "action": ")"')
+    assert (out.valid, out.reason) == (False, "ambiguous")
+    assert parse("ezpoints", '"action": "=" "action":') == ok("ezpoints", "=")
+
+
+# ---- ALFWorld (spec §4, with the exact-command fix of issue 4) ---------------------------------------------
+ADMISSIBLE = ["go to cabinet 1", "go to cabinet 10", "open cabinet 1", "take mug 1 from cabinet 1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ('{"thoughts": "...", "action": "go to cabinet 10"}', "go to cabinet 10"),  # not "go to cabinet 1"
+        ('{"thoughts": "...", "action": "go to cabinet 1"}', "go to cabinet 1"),
+        ('"action": "Open Cabinet 1"', "open cabinet 1"),  # lower-cased like the paper
+        ('"action": I will go to cabinet 10 now', "go to cabinet 10"),  # unquoted: whole-phrase match
+        ("blah blah take mug 1 from cabinet 1", "take mug 1 from cabinet 1"),  # no marker: the last 30 chars
+    ],
+)
+def test_alfworld_command_parsing(text, command):
+    parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
+    assert parsed.valid and parsed.command == command and parsed.action == ADMISSIBLE.index(command)
+
+
+def test_alfworld_unmatched_text_goes_to_the_env_raw():
+    parsed = parse_command('{"action": "fly to the moon"}', ADMISSIBLE, np.random.default_rng(0))
+    assert (parsed.valid, parsed.reason, parsed.action, parsed.command) == (False, "no_match", -1, "fly to the moon")
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_alfworld_empty_text_is_a_random_admissible_command(text):
+    parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
+    assert parsed.reason == "empty" and not parsed.valid and parsed.command in ADMISSIBLE
+
+
+# ---- action_start_index: the learner's CoT/action split over a response's decoded tokens ----------------------
+def test_action_start_marker_single_token():
+    assert action_start_index(['{"thoughts": "x", ', '"action":', ' "+"', "}"]) == 1
+
+
+def test_action_start_marker_split_across_tokens():
+    # '{' + '"' + 'act' + 'ion":' -> marker starts at the '"' token
+    assert action_start_index(["{", '"', "act", 'ion":', ' "', "-", '"}']) == 1
+
+
+def test_action_start_marker_glued_to_neighbours():
+    assert action_start_index(['{"thoughts": "ok",', ' "action": "', "+", '"}']) == 1
+    # the marker's opening quote is the last char of token 0
+    assert action_start_index(['ok, "', 'action":', ' "+"']) == 0
+
+
+def test_action_start_last_marker_counts():
+    toks = ['"action":', ' "-"', ", ", '"action":', ' "+"', "</s>"]
+    assert action_start_index(toks) == 3
+    assert action_start_index(['"action": "-", "action": "+"']) == 0  # both inside one token
+
+
+def test_action_start_absent_returns_len():
+    assert action_start_index(["{", '"thoughts"', ': "x"}']) == 3
+    assert action_start_index(['"Action":', ' "+"']) == 2  # case-sensitive, as the token match
+    assert action_start_index([]) == 0
+
+
 # ---- properties --------------------------------------------------------------------------------------
 
 
@@ -188,65 +364,30 @@ def test_wellformed_json_parses_to_its_action_ezpoints(thoughts, a):
     assert ezp(text) == ParsedAction(EZP.index(a), True, "ok")
 
 
-# ---- ALFWorld (spec §4, with the exact-command fix of issue 4) ---------------------------------------------
-ADMISSIBLE = ["go to cabinet 1", "go to cabinet 10", "open cabinet 1", "take mug 1 from cabinet 1"]
+SAFE = st.text(st.characters(blacklist_categories=("Cs", "Nd"), blacklist_characters='+-*/()="\\'), max_size=60)
 
 
-@pytest.mark.parametrize(
-    ("text", "command"),
-    [
-        ('{"thoughts": "...", "action": "go to cabinet 10"}', "go to cabinet 10"),  # not "go to cabinet 1"
-        ('{"thoughts": "...", "action": "go to cabinet 1"}', "go to cabinet 1"),
-        ('"action": "Open Cabinet 1"', "open cabinet 1"),  # lower-cased like the paper
-        ('"action": I will go to cabinet 10 now', "go to cabinet 10"),  # unquoted: whole-phrase match
-        ("blah blah take mug 1 from cabinet 1", "take mug 1 from cabinet 1"),  # no marker: the last 30 chars
-    ],
+@settings(max_examples=200, deadline=None)
+@given(SAFE, st.sampled_from(TASKS["points24"].action_names))
+def test_wellformed_points24_json_parses(thoughts, name):
+    text = '{"thoughts": "' + thoughts + '", "action": "' + name + '"}'
+    assert parse("points24", text) == ok("points24", name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60).filter(lambda t: "hit" not in t.lower() and "stand" not in t.lower()))
+def test_wellformed_blackjack_json_parses(thoughts):
+    for name in ("stand", "hit"):
+        text = '{"thoughts": "' + thoughts + '", "action": "' + name + '"}'
+        assert parse("blackjack", text) == ok("blackjack", name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.text(max_size=80), st.none(), st.integers()),
+    st.sampled_from(sorted(t for t in TASKS if not TASKS[t].text_actions)),
 )
-def test_alfworld_command_parsing(text, command):
-    from envs.parsing import parse_command
-
-    parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
-    assert parsed.valid and parsed.command == command and parsed.action == ADMISSIBLE.index(command)
-
-
-def test_alfworld_unmatched_text_goes_to_the_env_raw():
-    from envs.parsing import parse_command
-
-    parsed = parse_command('{"action": "fly to the moon"}', ADMISSIBLE, np.random.default_rng(0))
-    assert (parsed.valid, parsed.reason, parsed.action, parsed.command) == (False, "no_match", -1, "fly to the moon")
-
-
-@pytest.mark.parametrize("text", ["", "   ", None])
-def test_alfworld_empty_text_is_a_random_admissible_command(text):
-    from envs.parsing import parse_command
-
-    parsed = parse_command(text, ADMISSIBLE, np.random.default_rng(0))
-    assert parsed.reason == "empty" and not parsed.valid and parsed.command in ADMISSIBLE
-
-
-# ---- action_start_index: the learner's CoT/action split over a response's decoded tokens ----------------------
-def test_action_start_marker_single_token():
-    assert action_start_index(['{"thoughts": "x", ', '"action":', ' "+"', "}"]) == 1
-
-
-def test_action_start_marker_split_across_tokens():
-    # '{' + '"' + 'act' + 'ion":' -> marker starts at the '"' token
-    assert action_start_index(["{", '"', "act", 'ion":', ' "', "-", '"}']) == 1
-
-
-def test_action_start_marker_glued_to_neighbours():
-    assert action_start_index(['{"thoughts": "ok",', ' "action": "', "+", '"}']) == 1
-    # the marker's opening quote is the last char of token 0
-    assert action_start_index(['ok, "', 'action":', ' "+"']) == 0
-
-
-def test_action_start_last_marker_counts():
-    toks = ['"action":', ' "-"', ", ", '"action":', ' "+"', "</s>"]
-    assert action_start_index(toks) == 3
-    assert action_start_index(['"action": "-", "action": "+"']) == 0  # both inside one token
-
-
-def test_action_start_absent_returns_len():
-    assert action_start_index(["{", '"thoughts"', ': "x"}']) == 3
-    assert action_start_index(['"Action":', ' "+"']) == 2  # case-sensitive, as the token match
-    assert action_start_index([]) == 0
+def test_any_input_gives_an_action_in_range(text, task):
+    out = parse(task, text)
+    assert 0 <= out.action < len(TASKS[task].action_names)
+    assert out.valid == (out.reason == "ok")

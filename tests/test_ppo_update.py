@@ -16,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from learner_checks import changed, params, record
 from torch import nn
 
 from contracts.config import PPOConfig
-from contracts.schema import StepRecord, encode_png, to_record_batch
+from contracts.schema import encode_png, to_record_batch
 from learner.batch import collate, samples_from_table
 from learner.ppo import cosine_lr
 from learner.ppo_update import advantages_and_returns, ppo_update, proximal_pass, single_process
@@ -58,12 +59,6 @@ def toy_image_processor(images, return_tensors="pt"):
 
 def toy_token_texts(ids):
     return [VOCAB[i] for i in ids]
-
-
-def record(**fields) -> StepRecord:
-    """A StepRecord with the bookkeeping fields no learner code reads filled in."""
-    bookkeeping = {"actor_id": 0, "env_index": 0, "seed": 0, "response_text": "", "action": 0, "action_valid": True}
-    return StepRecord(**{**bookkeeping, "parse_status": "ok", **fields})
 
 
 def toy_table(episode_lengths=EPISODES, seed: int = 0) -> pa.Table:
@@ -119,14 +114,6 @@ def toy(cfg: PPOConfig, table: pa.Table | None = None) -> Toy:
     forwards: list[bool] = []
     module.register_forward_hook(lambda m, args, out: forwards.append(m.training))
     return Toy(module, wrapped, model, samples, make_batch, forwards)
-
-
-def params(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
-
-
-def changed(before: dict, after: dict) -> set[str]:
-    return {n for n in before if not torch.equal(before[n], after[n])}
 
 
 def base(**kw) -> PPOConfig:

@@ -10,11 +10,11 @@ import importlib.util
 import json
 import pathlib
 import threading
-from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
+from rollout_checks import ENVS, STEPS, assert_whole, by_episode, make_actor
 
 from actors import rollout_actor
 from actors.engines import Generation
@@ -28,15 +28,9 @@ from envs.prompts import chat_prompt, task_prompt
 from models.families import FAMILIES
 from models.weight_sync import WeightsPayload
 
-ENVS, STEPS = 3, 3
 STATUSES = {"ok", "no_match", "ambiguous", "not_text"}
 
 vllm_key = FAMILIES["llava"].vllm_key
-
-
-def make_actor(model_path, store=None, actor_id=0, envs=ENVS) -> RolloutActor:
-    cfg = RolloutConfig(backend="hf", max_new_tokens=24, steps_per_call=STEPS)
-    return RolloutActor(actor_id, EnvConfig(envs_per_actor=envs), cfg, model_path, store)
 
 
 def drain(store: ReplayStore) -> list[StepRecord]:
@@ -48,29 +42,6 @@ def drain(store: ReplayStore) -> list[StepRecord]:
 
 def in_progress(actor: RolloutActor) -> list[StepRecord]:
     return [s for slot in actor.slots for s in slot.steps]
-
-
-def by_episode(records: list[StepRecord]) -> dict[str, list[StepRecord]]:
-    out = defaultdict(list)
-    for r in records:
-        out[r.episode_id].append(r)
-    return {k: sorted(v, key=lambda s: s.step) for k, v in out.items()}
-
-
-def assert_whole(episodes: dict[str, list[StepRecord]]) -> None:
-    """Steps 0..n-1, only the last one ends the episode, and a fresh env replays it exactly."""
-    assert episodes, "expected at least one finished episode"
-    env = make_env("numberline")
-    for eid, steps in episodes.items():
-        assert [s.step for s in steps] == list(range(len(steps))), eid
-        assert not any(s.terminated or s.truncated for s in steps[:-1]), eid
-        assert steps[-1].terminated or steps[-1].truncated, eid
-        assert len({s.seed for s in steps}) == 1
-        obs, _ = env.reset(seed=steps[0].seed)
-        for s in steps:  # the stored image is the observation the action was chosen on
-            np.testing.assert_array_equal(np.asarray(decode_png(s.image_png)), obs)
-            obs, reward, terminated, truncated, _ = env.step(s.action)
-            assert (reward, terminated, truncated) == (s.reward, s.terminated, s.truncated)
 
 
 def test_collect_ships_whole_episodes_with_complete_records(tiny_model_path, store):
