@@ -326,7 +326,7 @@ def parse_cli(argv: list[str] | None = None) -> SFTCommand:
 
     task = tyro.cli(TaskOnly, args=argv, return_unknown_args=True, add_help=False)[0].task
     preset = PRESETS[task][1]
-    default = SFTCommand(task, preset.model.path, preset.sft, preset.model.shape)
+    default = SFTCommand(task=task, out=preset.model.path, sft=preset.sft, shape=preset.model.shape)
     return tyro.cli(SFTCommand, args=argv, default=default, description=__doc__)
 
 

@@ -55,7 +55,7 @@ def _tokenizer(family: str, vocab_size: int = 1024):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from learner.sft import tokenizer_corpus
+    from envs.experts import EXPERTS
 
     qwen = family.startswith("qwen")
     specials = QWEN_SPECIALS if qwen else ["<unk>", "<s>", "</s>", "<image>", "<pad>", "[INST]", "[/INST]"]
@@ -70,7 +70,7 @@ def _tokenizer(family: str, vocab_size: int = 1024):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_corpus("numberline"), trainer=trainer)
+    tok.train_from_iterator(EXPERTS["numberline"].corpus(), trainer=trainer)
     if qwen:
         return PreTrainedTokenizerFast(
             tokenizer_object=tok,
