@@ -23,6 +23,7 @@ from cluster import run_checkpoints
 from cluster.launch import System, cpus_needed, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config, parse_cli
+from contracts.validation import ConfigError
 from models.families import UnsupportedModelError, family_of
 
 
@@ -120,7 +121,11 @@ def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("learner.sft").setLevel(logging.INFO)  # SFT progress shows while `make train` builds it
-    cfg, started = parse_cli(argv), time.perf_counter()
+    try:
+        cfg, started = parse_cli(argv), time.perf_counter()
+    except ConfigError as error:  # one line per problem, no traceback; status 2 as for tyro's own usage errors
+        print("\n".join(error.problems), file=sys.stderr)
+        raise SystemExit(2) from None
     resume_dir, state = run_checkpoints.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
     name = cfg.run.name or (resume_dir and run_checkpoints.run_dir_of(resume_dir).name)
     name = name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"

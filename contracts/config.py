@@ -134,7 +134,8 @@ class RolloutConfig:
 @dataclass
 class ReplayConfig:
     capacity_steps: int = 2048
-    """Most steps held; a full store evicts its oldest episodes to take a new chunk (counted)."""
+    """Most steps held; a full store evicts its oldest episodes to take a new chunk (counted). At least
+    ppo.steps_per_update plus one collect's env.envs_per_actor x rollout.steps_per_call (`validate` checks)."""
     max_policy_lag: int = 1
     """Episodes with a step more than this many versions behind the learner are dropped (counted)."""
     spill_dir: str = ""
@@ -232,29 +233,11 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> Config:
-        """Raise one clear error for a bad combination rather than failing deep inside an actor."""
-        problems = []
-        if self.learner.zero_stage not in (1, 2, 3):
-            problems.append(f"learner.zero_stage must be 1, 2 or 3, not {self.learner.zero_stage}")
-        if self.ppo.steps_per_update < self.learner.world_size * self.ppo.micro_batch:
-            problems.append("ppo.steps_per_update must give every learner rank at least one micro-batch")
-        if not 0.0 <= self.sft.action_noise <= 1.0:
-            problems.append("sft.action_noise must lie in [0, 1]")
-        if self.rollout.temperature <= 0:
-            problems.append("rollout.temperature must be > 0 (log-probs are taken at logits / T)")
-        if min(self.rollout.num_actors, self.env.envs_per_actor, self.learner.world_size, self.run.total_updates) < 1:
-            problems.append("num_actors, envs_per_actor, world_size and total_updates must be >= 1")
-        if self.env.envs_per_actor > seeds.MAX_ENVS_PER_ACTOR:
-            problems.append("env.envs_per_actor must be <= 1000 (each env owns a disjoint block of training seeds)")
-        if seeds.training_seeds_end(self.env.seed, self.rollout.num_actors) >= self.env.eval_seed:
-            problems.append("training seeds would reach env.eval_seed: raise eval_seed or lower seed/num_actors")
-        if self.run.eval_episodes < 1:
-            problems.append("run.eval_episodes must be >= 1")
-        if self.run.keep_checkpoints < 1:
-            problems.append("run.keep_checkpoints must be >= 1")
-        if problems:
-            raise ValueError("invalid config:\n  " + "\n  ".join(problems))
-        return self
+        """Raise one clear error for a bad combination rather than failing deep inside an actor: a
+        ConfigError (a ValueError) listing every problem, one line each (rules: contracts/validation.py)."""
+        from contracts.validation import validate
+
+        return validate(self)
 
     def save(self, path: str | pathlib.Path) -> None:
         pathlib.Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
@@ -370,6 +353,9 @@ PRESETS = {
 
 
 def parse_cli(args: list[str] | None = None) -> Config:
+    """The preset named first in `args` with its overrides, validated. tyro exits with status 2 on an unknown
+    flag or a value of the wrong type; a value out of its range raises contracts.validation.ConfigError (a
+    ValueError) listing every problem, which cluster/train.py prints one per line before exiting with 2."""
     import tyro
 
     return tyro.extras.overridable_config_cli(PRESETS, args=args).validate()

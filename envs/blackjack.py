@@ -45,6 +45,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import check_action
 from envs.cards import CARD_SIZE, SUITS, TABLE_GREEN, Card, render_back, render_card
 from envs.render import SIZE, blank_canvas, draw_text, to_array
 
@@ -86,7 +87,7 @@ class BlackjackEnv(gym.Env):
         return self._obs(), self._info()
 
     def step(self, action):
-        assert self.action_space.contains(action), f"invalid action {action!r}"
+        check_action(self, action)
         if int(action) == HIT:
             self.player.append(self._draw_card())
             bust = hand_total(self._values(self.player))[0] > 21

@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import check_action
 from envs.arithmetic import MARKER, NUMBERS
 from envs.cards import SUITS, TABLE_GREEN, Card, render_card
 from envs.render import SIZE, blank_canvas, to_array
@@ -58,7 +59,7 @@ class FormulaCardEnv(gym.Env):
         return self._obs(), self._info()
 
     def step(self, action):
-        assert self.action_space.contains(action), f"invalid action {action!r}"
+        check_action(self, action)
         token = self.action_names[int(action)]
         if len(self.formula) > self.max_len:
             return self._result(FAIL_REWARD, truncated=True)

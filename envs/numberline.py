@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import check_action
 from envs.render import blank_canvas, draw_text, to_array
 
 MAX_POSITION = 5
@@ -54,7 +55,7 @@ class NumberLineEnv(gym.Env):
         return self._obs(), self._info()
 
     def step(self, action):
-        assert self.action_space.contains(action), f"invalid action {action!r}"
+        check_action(self, action)
         before = abs(self.current - self.target)
         if action == 0:
             self.current = max(self.current - 1, 0)
