@@ -94,3 +94,13 @@ def test_family_image_inputs_score_a_batch(family_path):
     assert values.shape == (2,)
     assert torch.allclose(logits[0], alone[0], atol=1e-4)
     assert not torch.allclose(logits[0, -1], logits[1, -1])  # the image matters
+
+
+def test_embedded_model_keeps_the_papers_llava_v1_template(tiny_model_path):
+    """The embedded checkpoint has no chat template, so its prompts (and transcripts) stay the paper's."""
+    from transformers import AutoProcessor
+
+    from envs.prompts import chat_prompt
+
+    processor = AutoProcessor.from_pretrained(tiny_model_path)
+    assert chat_format(processor) is chat_prompt
