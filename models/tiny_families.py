@@ -52,25 +52,14 @@ QWEN_SPECIALS = [
 
 def _tokenizer(family: str, vocab_size: int = 1024):
     """Byte-level BPE on the tasks' strings with the family's special tokens (ids are the family's own order)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from envs.experts import EXPERTS
+    from models.tokenizer import train_bpe
 
     qwen = family.startswith("qwen")
     specials = QWEN_SPECIALS if qwen else ["<unk>", "<s>", "</s>", "<image>", "<pad>", "[INST]", "[/INST]"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(EXPERTS["numberline"].corpus(), trainer=trainer)
+    tok = train_bpe(EXPERTS["numberline"].corpus(), vocab_size, specials)
     if qwen:
         return PreTrainedTokenizerFast(
             tokenizer_object=tok,
@@ -121,6 +110,17 @@ def _clip(image_size: int):
     )
 
 
+def _llava_processor_kwargs(chat_template: str) -> dict:
+    """What LLaVA-1.5 and LlavaNext processors share: 14-px patches, CLIP's CLS token dropped, `<image>`."""
+    return dict(
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+        image_token="<image>",
+        chat_template=chat_template,
+    )
+
+
 def _llava(tokenizer):
     from transformers import CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -138,13 +138,7 @@ def _llava(tokenizer):
         size={"shortest_edge": 112}, crop_size={"height": 112, "width": 112}, do_convert_rgb=True
     )
     processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token="<image>",
-        chat_template=LLAVA_TEMPLATE,
+        image_processor=image_processor, tokenizer=tokenizer, **_llava_processor_kwargs(LLAVA_TEMPLATE)
     )
     return LlavaForConditionalGeneration(config), processor
 
@@ -176,13 +170,7 @@ def _llava_next(tokenizer):
         do_convert_rgb=True,
     )
     processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token="<image>",
-        chat_template=MISTRAL_TEMPLATE,
+        image_processor=image_processor, tokenizer=tokenizer, **_llava_processor_kwargs(MISTRAL_TEMPLATE)
     )
     return LlavaNextForConditionalGeneration(config), processor
 

@@ -8,10 +8,9 @@ BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int):
-    """Train a byte-level BPE tokenizer on `corpus` (lossless decode; one token per digit)."""
+def train_bpe(corpus: list[str], vocab_size: int, special_tokens: list[str]):
+    """A byte-level BPE `tokenizers.Tokenizer` trained on `corpus` (lossless decode; one token per digit)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     # Digits split one by one so "10" and "24" are always made of the same digit tokens.
@@ -21,13 +20,20 @@ def build_tokenizer(corpus: list[str], vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN],
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    return tok
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int):
+    """The embedded model's tokenizer: `train_bpe` with its four special tokens, as a transformers tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(corpus, vocab_size, [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN]),
         pad_token=PAD_TOKEN,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
