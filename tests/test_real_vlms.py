@@ -135,3 +135,40 @@ def test_sft_finetunes_an_existing_family_checkpoint(tmp_path):
     demos = demonstrations("numberline", 4, 0.0, 0, chat=chat_format(processor))
     assert all(p.startswith("[INST]") for _, p, _, _ in demos)
     assert info["final_loss"] < 0.75 * np.log(len(processor.tokenizer))  # random init starts at ~ln(vocab) = 6.9
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hf_backend_serves_the_family(checkpoints, family):
+    """The HF generate backend on every family: its log-probs equal the learner's scoring of the same tokens."""
+    import torch
+    from PIL import Image
+
+    from actors.engines import HFEngine
+    from learner.batch import Sample, collate
+    from learner.step_model import PlainTorchModel, WrappedModelStep
+    from models.families import family_of_model, image_token_id
+    from models.policy import PolicyWithValue, load_policy
+    from models.tokenizer import banned_token_ids
+
+    path = checkpoints[family]
+    prompt, image = _prompt_and_image(path)
+    engine = HFEngine(path, 0.2, 16, seed=0)
+    gens = engine.generate([prompt, prompt], [image, image])  # a batch: left padding must not leak into ids
+    vlm, processor, value_head = load_policy(path)
+    module = PolicyWithValue(vlm, value_head)
+    banned = torch.tensor(banned_token_ids(processor.tokenizer))
+    step = WrappedModelStep(PlainTorchModel(module, None, 1, 1.0), None, torch.device("cpu"), banned, 0.2, 0.5)
+    samples = [Sample.probe(g.prompt_ids, g.response_ids, Image.fromarray(image)) for g in gens]
+    batch = collate(
+        samples,
+        processor.image_processor,
+        processor.tokenizer.pad_token_id,
+        family_of_model(vlm),
+        image_token_id(vlm.config),
+    )
+    step.eval_mode()
+    with torch.no_grad():
+        _, _, token_logp = step.score(batch)
+    for b, gen in enumerate(gens):
+        assert len(gen.response_ids) > 0
+        np.testing.assert_allclose(gen.logprobs, token_logp[b, : len(gen.response_ids)].numpy(), atol=FP32_TOL)
