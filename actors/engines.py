@@ -9,6 +9,8 @@ would break the learner's forward, and the learner masks the same ids so both si
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,7 +20,8 @@ from PIL import Image
 
 from contracts.config import RolloutConfig
 from models import weight_sync
-from models.families import chat_format, family_of, max_positions, torch_dtype
+from models.families import chat_format, family_of, family_of_model, image_token_id, max_positions, torch_dtype
+from models.lora import VLLM_PARTS, base_path
 from models.tokenizer import banned_token_ids
 
 
@@ -43,13 +46,14 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.1,
         cpu_kv_cache_gb: float = 1.0,
         max_model_len: int = 0,
+        lora_rank: int = 0,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv_cache_gb:g}"  # read when the engine starts
         from transformers import AutoProcessor
         from vllm import LLM, SamplingParams
 
-        family_of(model_path)  # an unsupported model_type: one clear error before vLLM tries it
+        family = family_of(model_path)  # an unsupported model_type: one clear error before vLLM tries it
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -59,7 +63,12 @@ class VLLMEngine:
             seed=seed,
             limit_mm_per_prompt={"image": 1},
             gpu_memory_utilization=gpu_memory_utilization,
+            **lora_options(lora_rank, family.model_type),
         )
+        self.lora_request = None
+        """The adapter every request runs with (None: the weights alone, also before the first LoRA push)."""
+        self.lora_dir = tempfile.mkdtemp(prefix="rl4vlm-lora-") if lora_rank else None
+        self.lora_loads = 0
         self.chat_prompt = chat_format(AutoProcessor.from_pretrained(model_path))
         """question -> prompt in the checkpoint's chat template (models/families.py)."""
         tokenizer = self.llm.get_tokenizer()
@@ -78,7 +87,7 @@ class VLLMEngine:
             {"prompt": p, "multi_modal_data": {"image": Image.fromarray(img)}}
             for p, img in zip(prompts, images, strict=True)
         ]
-        outputs = self.llm.generate(requests, self.params, use_tqdm=False)
+        outputs = self.llm.generate(requests, self.params, use_tqdm=False, lora_request=self.lora_request)
         gens = []
         for out in outputs:
             o = out.outputs[0]
@@ -86,9 +95,50 @@ class VLLMEngine:
             gens.append(Generation(list(out.prompt_token_ids), list(o.token_ids), logprobs, o.text))
         return gens
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """In place, without restarting the engine (models/weight_sync.py)."""
-        weight_sync.load_into_vllm(self.llm, named)
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], adapter: dict | None = None) -> None:
+        """In place, without restarting the engine (models/weight_sync.py): full weights, or a LoRA adapter
+        (`adapter` = its config) with any merged weights; each adapter load is a new LoRA, the old one removed."""
+        if adapter is None:
+            weight_sync.load_into_vllm(self.llm, named)
+            self.lora_request = None  # a reload drops vLLM's adapters
+            return
+        if self.lora_dir is None:
+            raise ValueError("a LoRA push to an engine started without LoRA (model.lora.rank 0)")
+        self.lora_loads += 1
+        old = self.lora_request
+        directory = os.path.join(self.lora_dir, f"load-{self.lora_loads}")
+        named = list(named)
+        self.lora_request = weight_sync.load_adapter_into_vllm(self.llm, named, adapter, directory, self.lora_loads)
+        if old is not None:
+            if old.lora_int_id in self.llm.llm_engine.list_loras():  # a merged-weights reload removed it already
+                self.llm.llm_engine.remove_lora(old.lora_int_id)
+            shutil.rmtree(old.lora_path, ignore_errors=True)
+
+    def score_probe(self, text: str, image: np.ndarray) -> tuple[list[int], list[float]]:
+        """Prompt ids and raw log p(token_i | < i), i >= 1, of `text` with `image` (vLLM prompt log-probs)."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)  # greedy: draws no random number
+        request = {"prompt": text, "multi_modal_data": {"image": Image.fromarray(image)}}
+        out = self.llm.generate([request], params, use_tqdm=False, lora_request=self.lora_request)[0]
+        ids = list(out.prompt_token_ids)
+        return ids, [d[t].logprob for t, d in zip(ids[1:], out.prompt_logprobs[1:], strict=True)]
+
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The max_lora_rank values vLLM accepts."""
+
+
+def lora_options(rank: int, model_type: str) -> dict:
+    """vLLM's LoRA settings for adapters of `rank` (none for 0): two adapters resident (the served one and the
+    next while it loads), the tower/projector adapters where the family's vLLM model applies them."""
+    if not rank:
+        return {}
+    options = {"enable_lora": True, "max_lora_rank": next(r for r in LORA_RANKS if r >= rank)}
+    options |= {"max_loras": 2, "max_cpu_loras": 4}
+    if "tower" in VLLM_PARTS[model_type] or "projector" in VLLM_PARTS[model_type]:
+        options["enable_tower_connector_lora"] = True
+    return options
 
 
 class HFEngine:
@@ -106,6 +156,8 @@ class HFEngine:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.banned = banned_token_ids(self.tokenizer)
+        self.base_weights: dict[str, torch.Tensor] = {}
+        """W0 of every weight a LoRA push adapts (the HF engine merges adapters into its own weights)."""
         torch.manual_seed(seed)  # HF sampling draws from the global generator
 
     @torch.no_grad()
@@ -140,13 +192,31 @@ class HFEngine:
             gens.append(Generation(prompt_ids, ids, token_logp[b, : len(ids)].tolist(), text))
         return gens
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """(vLLM name, tensor) pairs, all or nothing (models/weight_sync.py)."""
-        weight_sync.load_into_hf(self.vlm, named)
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], adapter: dict | None = None) -> None:
+        """(vLLM name, tensor) pairs, all or nothing; a LoRA push is merged into the weights (models/weight_sync.py)."""
+        if adapter is None:
+            weight_sync.load_into_hf(self.vlm, named)
+        else:
+            weight_sync.load_adapter_into_hf(self.vlm, list(named), adapter, self.base_weights)
+
+    @torch.no_grad()
+    def score_probe(self, text: str, image: np.ndarray) -> tuple[list[int], list[float]]:
+        """Prompt ids and raw log p(token_i | < i), i >= 1, of `text` with `image` (as VLLMEngine's)."""
+        frame = Image.fromarray(image)
+        ids = self.processor(text=[text], images=[frame], return_tensors="pt")["input_ids"]
+        family = family_of_model(self.vlm)
+        inputs = family.image_inputs(self.processor.image_processor, [frame], ids, image_token_id(self.vlm.config))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        ids = ids.to(self.device)
+        logits = self.vlm(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, **inputs).logits
+        logp = torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
+        return ids[0].tolist(), logp.tolist()
 
 
-def make_engine(cfg: RolloutConfig, model_path: str, dtype: str = "float32", seed: int = 0):
-    """The rollout config's engine for `model_path`, with its dtype and vLLM memory settings."""
+def make_engine(cfg: RolloutConfig, model_path: str, dtype: str = "float32", seed: int = 0, lora_rank: int = 0):
+    """The rollout config's engine for `model_path`, with its dtype and vLLM memory settings; `lora_rank` > 0
+    readies vLLM for adapter pushes of that rank (a LoRA checkpoint's engine starts from its base weights)."""
+    model_path = base_path(model_path)
     if cfg.backend == "hf":
         return HFEngine(model_path, cfg.temperature, cfg.max_new_tokens, seed, dtype=dtype)
     if cfg.backend != "vllm":
@@ -162,4 +232,5 @@ def make_engine(cfg: RolloutConfig, model_path: str, dtype: str = "float32", see
         gpu_memory_utilization=memory,
         cpu_kv_cache_gb=cfg.cpu_kv_cache_gb,
         max_model_len=cfg.max_model_len,
+        lora_rank=lora_rank,
     )

@@ -20,7 +20,7 @@ from contracts.seeds import training_seed
 from envs import TASKS, episode_success, make_env
 from envs.parsing import parse_action, parse_command
 from envs.prompts import task_prompt
-from models.weight_sync import WeightsPayload, receive
+from models.weight_sync import WeightsMismatchError, WeightsPayload, check_probe, receive
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,14 @@ class RolloutActor:
         model_path: str,
         store=None,
         dtype: str = "float32",
+        lora_rank: int = 0,
     ):
         self.actor_id = actor_id
         self.env_cfg, self.cfg, self.store = env_cfg, cfg, store
         self.task = TASKS[env_cfg.task]
-        self.engine = make_engine(cfg, model_path, dtype, seed=actor_id)
+        self.engine = make_engine(cfg, model_path, dtype, seed=actor_id, lora_rank=lora_rank)
+        self.mismatch: str | None = None
+        """Set when the engine failed a push's probe: it serves an unknown policy and collects nothing more."""
         self.rng = np.random.default_rng(env_cfg.seed + 7919 * actor_id)  # random actions for invalid text
         self.version = 0
         self.counters = {"env_failures": 0}
@@ -67,6 +70,7 @@ class RolloutActor:
     # ---- rollout ---------------------------------------------------------------------------------------------
     def collect(self, steps_per_env: int | None = None) -> dict[str, float]:
         """Step every env `steps_per_env` times; ship finished episodes to the store. Returns metrics."""
+        self._check_serving()
         stats, before, start_version = Stats(), dict(self.counters), self.version
         for _ in range(steps_per_env or self.cfg.steps_per_call):
             stats.finished.extend(episode for _, episode in self._step_all(self.slots, stats))
@@ -183,6 +187,7 @@ class RolloutActor:
     # ---- evaluation --------------------------------------------------------------------------------------------
     def evaluate(self, num_episodes: int, seed_base: int) -> dict[str, float]:
         """Run `num_episodes` on held-out seeds with the current weights; nothing goes to the store."""
+        self._check_serving()
         stats = Stats()
         returns, wins, solvable, pending = [], [], [], list(range(num_episodes))
         slots: list[EnvSlot] = []
@@ -217,11 +222,33 @@ class RolloutActor:
 
     # ---- weights -----------------------------------------------------------------------------------------------
     def load_weights(self, payload: WeightsPayload) -> dict[str, float]:
-        """Verify the checksum, load in place, and tag later samples with the new version (models/weight_sync.py)."""
+        """Verify the checksum, load in place, prove the engine serves the pushed policy (its probe), and tag
+        later samples with the new version (models/weight_sync.py).
+
+        A failed probe raises WeightsMismatchError and leaves the actor refusing to collect or evaluate: nothing
+        it generates from then on could be attributed to a policy version (the pool replaces it).
+        """
         t0 = time.perf_counter()
-        self.engine.load_weights(receive(payload))
+        self.engine.load_weights(receive(payload), payload.adapter)
+        metrics = {"timing/weight_verify_s": 0.0}
+        if payload.probe is not None:
+            t1 = time.perf_counter()
+            try:
+                metrics["rollout/probe_gap"] = check_probe(
+                    payload.probe, *self.engine.score_probe(payload.probe.text, payload.probe.image)
+                )
+            except WeightsMismatchError as error:
+                self.mismatch = f"rollout actor {self.actor_id}, push v{payload.version}: {error}"
+                log.error("%s; it stops collecting", self.mismatch)
+                raise WeightsMismatchError(self.mismatch) from None
+            metrics["timing/weight_verify_s"] = time.perf_counter() - t1
         self.version = payload.version
-        return {"timing/weight_load_s": time.perf_counter() - t0, "rollout/policy_version": float(self.version)}
+        metrics["timing/weight_load_s"] = time.perf_counter() - t0
+        return metrics | {"rollout/policy_version": float(self.version)}
+
+    def _check_serving(self) -> None:
+        if self.mismatch is not None:
+            raise WeightsMismatchError(f"refusing to collect: {self.mismatch}")
 
     def seed_state(self) -> dict:
         """Where this actor's training seeds and random fallback actions stand (for a checkpoint)."""

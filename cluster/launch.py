@@ -94,7 +94,8 @@ def rollout_actor_factory(cfg: Config, model_path: str, store):
         num_gpus=cfg.rollout.gpus_per_actor,
         resources=cfg.rollout.resources or None,
     )
-    return lambda actor_id: remote_cls.remote(actor_id, cfg.env, cfg.rollout, model_path, store, cfg.model.dtype)
+    env, rollout, dtype, rank = cfg.env, cfg.rollout, cfg.model.dtype, cfg.model.lora.rank
+    return lambda actor_id: remote_cls.remote(actor_id, env, rollout, model_path, store, dtype, lora_rank=rank)
 
 
 def throttle(cfg: Config, store):
@@ -132,6 +133,7 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
             cfg.rollout.temperature,
             cfg.env.seed,
             cfg.model.dtype,
+            lora_cfg=cfg.model.lora,
         )
         for rank in range(cfg.learner.world_size)
     ]
@@ -150,14 +152,29 @@ def shutdown(system: System) -> None:
     remove_placement_group(system.placement)
 
 
+MERGED_PUSH_SAID: set[int] = set()
+"""Systems whose log already says that their pushes carry merged layers (said once per run)."""
+
+
 def push_weights(system: System, version: int) -> dict[str, float]:
-    """Full weights from learner rank 0 to every rollout actor, by object ref (models/weight_sync.py).
+    """The policy from learner rank 0 to every rollout actor, by object ref (models/weight_sync.py): full
+    weights, or with LoRA the adapter (and merged layers where vLLM cannot apply one, said in the log once).
 
     The loads queue behind each actor's running collect; the driver does not wait for them (the pool harvests
-    their timings as `timing/weight_load_s`).
+    their timings as `timing/weight_load_s`). Returns `learner/push_bytes`: the bytes that crossed the wire.
     """
     t0 = time.perf_counter()
     refs = [l.export_weights.remote(version) for l in system.learners]  # every rank joins (ZeRO-3 gathers)
     ray.wait(refs, num_returns=len(refs), fetch_local=False)  # exported; the driver never fetches the weights
     system.pool.push(refs[0], version)
-    return {"timing/weight_push_s": time.perf_counter() - t0}
+    info = ray.get(system.learners[0].push_info.remote())
+    if info.get("merged_layers") and id(system) not in MERGED_PUSH_SAID:
+        MERGED_PUSH_SAID.add(id(system))
+        print(
+            f"push v{version}: LoRA adapter plus {len(info['merged_layers'])} layer(s) merged and sent as weights "
+            f"({info['learner/push_merged_bytes'] / 1e6:.2f} of {info['learner/push_bytes'] / 1e6:.2f} MB): vLLM "
+            f"cannot apply their adapter for this family (models/lora.py VLLM_PARTS), e.g. {info['merged_layers'][0]}",
+            flush=True,
+        )
+    out = {k: v for k, v in info.items() if k.startswith(("learner/", "timing/"))}
+    return out | {"timing/weight_push_s": time.perf_counter() - t0}

@@ -9,6 +9,9 @@ grows or shrinks the pool while a run is going.
 - Weights before samples: a new or replacement actor gets `load_weights(current)` as its first call and
   `collect` after it; Ray runs one caller's calls to an actor in submission order, so its first samples
   carry the current policy version (recorded in `first_versions`).
+- Verified loads: an actor whose engine fails a push's probe (models/weight_sync.py `WeightsMismatchError`)
+  refuses to collect; the pool counts it (`weight_mismatches`), logs it and replaces the actor, whose
+  replacement loads the latest weights and is verified again. Its samples never reach the store.
 - Draining: `resize` to fewer actors lets the removed ones finish their running collect (its episodes ship),
   then kills them.
 - Throttle: `may_collect(running)` (see `backlog_gate`) can hold an idle actor back while the replay store already
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
+
+from models.weight_sync import WeightsMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,13 @@ class RolloutPool:
         self.results: list[dict[str, float]] = []  # harvested collect metrics, emptied by `take_results`
         self.counters = {"actor_restarts": 0, "lost_collects": 0, "actors_added": 0, "actors_removed": 0}
         self.counters["throttled_collects"] = 0  # collects held back by `may_collect`
+        self.counters["weight_mismatches"] = 0  # loads whose probe showed the engine serving another policy
         self.last_restart_s: float | None = None  # crash seen -> replacement holds the current weights
         self.first_versions: dict[tuple[int, int], tuple[int, int]] = {}  # (id, gen) -> (current, first sample)
         self.joined: list[tuple[int, int]] = []  # (id, generation) of actors added or replaced mid-run
         self.spawned = 0
         self.last_load_s: float | None = None
+        self.last_verify: dict[str, float] = {}  # the last load's probe: its gap and time
 
     # ---- membership ------------------------------------------------------------------------------------------
     def start(self, n: int) -> None:
@@ -119,9 +126,14 @@ class RolloutPool:
             self.members.pop(actor_id)
             return
         self.counters["actor_restarts"] += 1
+        mismatch = isinstance(error, WeightsMismatchError)
+        self.counters["weight_mismatches"] += int(mismatch)
         if self.counters["actor_restarts"] > self.max_restarts:
             raise RuntimeError(f"rollout actors restarted more than {self.max_restarts} times; last error: {error}")
-        log.warning("rollout actor %d died (%s); starting a replacement", actor_id, type(error).__name__)
+        if mismatch:  # its engine loaded the push but does not serve it: never train on what it would generate
+            log.error("rollout actor %d does not serve the pushed policy (%s); replacing it", actor_id, error)
+        else:
+            log.warning("rollout actor %d died (%s); starting a replacement", actor_id, type(error).__name__)
         try:
             ray.kill(member.handle)
         except Exception:  # noqa: BLE001 - it may be gone already
@@ -179,6 +191,9 @@ class RolloutPool:
                 continue
             if kind == "load":
                 self.last_load_s = result["timing/weight_load_s"]
+                self.last_verify = {
+                    k: v for k, v in result.items() if k in ("rollout/probe_gap", "timing/weight_verify_s")
+                }
                 if member.failed_at is not None:
                     self.last_restart_s = time.perf_counter() - member.failed_at
                     member.failed_at = None
@@ -218,6 +233,9 @@ class RolloutPool:
         out["rollout/actors"] = float(self.size())
         if self.last_restart_s is not None:
             out["rollout/restart_s_last"] = self.last_restart_s
+        if self.last_verify:  # the last verified load: how far the engine's probe was from the learner's, its cost
+            out["rollout/probe_gap"] = self.last_verify.get("rollout/probe_gap", 0.0)
+            out["rollout/weight_verify_s"] = self.last_verify.get("timing/weight_verify_s", 0.0)
         return out
 
     def shutdown(self) -> None:

@@ -1,6 +1,7 @@
 """Periodic checkpoints of a whole run and resuming from them (`--run.resume <run dir or checkpoint>`).
 
-A checkpoint holds everything the next update depends on: model and value head, each learner rank's
+A checkpoint holds everything the next update depends on: model (with LoRA: the adapter, and where the frozen
+base is; models/lora.py) and value head, each learner rank's
 optimizer state, update count and RNG states (learner/state_files.py), the episodes the replay store still
 held, every rollout actor's seed position and RNG, the policy version and the run's counters. Files are
 data only (safetensors, JSON, Arrow IPC). The layout is in learner/state_files.py.
@@ -18,6 +19,7 @@ import ray
 
 from contracts.config import Config
 from learner.state_files import CheckpointError, check_compatible, read_json, resolve, write_state_json
+from models.lora import ADAPTER_DIR, base_path, is_lora_checkpoint
 
 REPLAY_FILE = "replay.arrow"
 
@@ -30,7 +32,7 @@ def fingerprint(cfg: Config) -> dict:
         "learner_world_size": cfg.learner.world_size,
         "zero_stage": cfg.learner.zero_stage,
         "shape": dataclasses.asdict(cfg.model.shape),
-    }
+    } | ({"lora": dataclasses.asdict(cfg.model.lora)} if cfg.model.lora.rank else {})
 
 
 def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pathlib.Path:
@@ -72,9 +74,20 @@ def load(path: str, cfg: Config) -> tuple[pathlib.Path, dict]:
     for rank in range(cfg.learner.world_size):
         read_json(directory / f"learner_rank{rank}.json")
         _check_safetensors(directory / f"learner_rank{rank}.safetensors")
-    if not (directory / "model" / "config.json").exists():
+    model = directory / "model"
+    if not (model / "config.json").exists():
         raise CheckpointError(f"{directory}/model is missing")
-    _check_safetensors(directory / "model" / "model.safetensors")
+    if is_lora_checkpoint(model) != bool(cfg.model.lora.rank):
+        raise CheckpointError(
+            f"{model} was {'' if is_lora_checkpoint(model) else 'not '}trained with LoRA: resume "
+            "with the same --model.lora.* settings"
+        )
+    if is_lora_checkpoint(model):  # the adapter here, the frozen weights where the run started
+        _check_safetensors(model / ADAPTER_DIR / "adapter_model.safetensors")
+        if not (pathlib.Path(base_path(model)) / "config.json").exists():
+            raise CheckpointError(f"{model}: its LoRA base {base_path(model)} is missing")
+    else:
+        _check_safetensors(model / "model.safetensors")
     return directory, state
 
 

@@ -25,6 +25,7 @@ from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config, parse_cli
 from contracts.validation import ConfigError
 from models.families import UnsupportedModelError, family_of
+from models.weight_sync import WeightsMismatchError
 
 
 def ensure_sft_checkpoint(cfg: Config) -> str:
@@ -67,12 +68,12 @@ def evaluate(system: System, cfg: Config, attempts: int = 3) -> dict[str, float]
         try:
             results = [ray.get(ref) for ref in calls.values()]
             break
-        except ray.exceptions.RayActorError:
+        except (ray.exceptions.RayActorError, WeightsMismatchError):  # dead, or serving another policy
             for actor_id, ref in calls.items():
                 if ray.wait([ref], timeout=0)[0]:
                     try:
                         ray.get(ref)
-                    except ray.exceptions.RayActorError as error:
+                    except (ray.exceptions.RayActorError, WeightsMismatchError) as error:
                         system.pool.replace(actor_id, error)
     else:
         raise RuntimeError(f"evaluation failed {attempts} times: rollout actors keep dying")

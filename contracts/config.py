@@ -51,6 +51,24 @@ class TinyVLMShape:
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA on the VLM (peft), as the paper trains PPO (spec §2.2): r 128, α 256, dropout 0.05 on every linear
+    layer of the language model, the vision tower and the projector; lm_head excluded. The value head is always
+    trained in full and its loss flows into the shared LoRA trunk. A push then sends only the adapter
+    (models/lora.py says which parts vLLM applies and which are merged and sent as weights)."""
+
+    rank: int = 0
+    """LoRA rank r; 0 = full fine-tuning of every parameter (the embedded model's default)."""
+    alpha: float = 0.0
+    """LoRA α (the update is scaled by α / r); 0 = 2 x rank, the paper's ratio (α 256 at r 128)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch's input while training (paper 0.05); scoring runs without it."""
+    targets: Literal["all", "projector", "language"] = "all"
+    """Which linear layers get adapters, as the paper's --train-vision: all = language model + vision tower +
+    projector (the paper's setting); projector = language model + projector; language = language model only."""
+
+
+@dataclass
 class EnvConfig:
     task: Literal["numberline", "ezpoints", "points24", "blackjack", "alfworld"] = "numberline"
     """Which gym_cards task to train on (each has a preset of the same name with its own checkpoint)."""
@@ -79,6 +97,8 @@ class ModelConfig:
     """Weights and compute of both vLLM and the learner (bf16: DeepSpeed keeps fp32 master weights in the
     optimizer). Any checkpoint of a supported family (models/families.py: llava, llava_next, qwen2_vl,
     qwen2_5_vl) runs in either."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA instead of full fine-tuning (rank > 0); the `paper_lora` preset has the paper's values."""
 
 
 @dataclass
@@ -324,6 +344,22 @@ def alfworld() -> Config:
     return cfg
 
 
+def paper_lora() -> Config:
+    """The paper's PPO with LoRA for a real checkpoint of a supported family (spec §1, §2.2): r 128, α 256,
+    dropout 0.05 on every linear layer incl. the vision tower and projector, Adam lr 1e-5 cosine to 1e-9,
+    grad-norm 0.01, micro-batch 1 x 128 accumulation, 512 env steps per learner rank, 256 new tokens, bf16.
+    Set --model.path to the SFT checkpoint (e.g. llava-hf/llava-v1.6-mistral-7b-hf fine-tuned on the task)."""
+    cfg = Config()
+    cfg.model.path = "checkpoints/numberline-llava-next-sft"
+    cfg.model.dtype = "bfloat16"
+    cfg.model.lora = LoRAConfig(rank=128, alpha=256.0, dropout=0.05, targets="all")
+    cfg.learner.world_size = 2
+    cfg.ppo.lr, cfg.ppo.end_lr, cfg.ppo.max_grad_norm = 1e-5, 1e-9, 0.01
+    cfg.ppo.micro_batch, cfg.ppo.grad_accum, cfg.ppo.steps_per_update = 1, 128, 1024
+    cfg.rollout.max_new_tokens = 256
+    return cfg
+
+
 def tiny() -> Config:
     """Seconds-scale settings for tests: a few envs, short responses, tiny updates."""
     cfg = Config()
@@ -348,6 +384,7 @@ PRESETS = {
     "points24": ("Points24 (four cards, formula = 24), embedded tiny VLM, SFT then PPO.", points24()),
     "blackjack": ("Blackjack against the dealer, embedded tiny VLM, SFT then PPO.", blackjack()),
     "alfworld": ("ALFWorld text games (six task types), embedded tiny VLM, SFT then PPO.", alfworld()),
+    "paper_lora": ("The paper's LoRA PPO (r 128, α 256) for a real checkpoint: pass --model.path.", paper_lora()),
     "tiny": ("A seconds-scale run for tests and smoke checks.", tiny()),
 }
 

@@ -159,6 +159,9 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
             "max_positions",
         )
     ),
+    ("model.lora.rank", _within(0, 512), "must be in [0, 512] (0 = full fine-tuning; vLLM's largest LoRA rank is 512)"),
+    ("model.lora.alpha", _ge(0), "must be >= 0 (0 = 2 x model.lora.rank)"),
+    ("model.lora.dropout", lambda v: 0 <= v < 1, "must be in [0, 1) (a probability)"),
     # sft
     (
         "sft.samples",

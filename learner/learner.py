@@ -17,14 +17,15 @@ import time
 
 import torch
 
-from contracts.config import LearnerConfig, PPOConfig
+from contracts.config import LearnerConfig, LoRAConfig, PPOConfig
 from learner.batch import Sample, TokenTexts, collate, samples_from_table
 from learner.ppo_update import ReduceOp, ppo_update
 from learner.step_model import WrappedModelStep
+from models import lora
 from models.families import family_of_model, image_token_id, torch_dtype
-from models.policy import PolicyWithValue, load_policy, save_policy
+from models.policy import PolicyWithValue, load_policy, save_lora_policy, save_policy
 from models.tokenizer import banned_token_ids
-from models.weight_sync import WeightsPayload, export_arrays
+from models.weight_sync import PROBE_TOLERANCE, Probe, WeightsPayload, export_arrays, probe_inputs
 
 
 def clear_stale_build_lock(extension: str, max_age_s: float = 600.0) -> bool:
@@ -56,6 +57,7 @@ class LearnerWorker:
         temperature: float,
         seed: int = 0,
         dtype: str = "float32",
+        lora_cfg: LoRAConfig | None = None,
     ):
         os.environ.update(
             MASTER_ADDR="127.0.0.1",
@@ -76,10 +78,10 @@ class LearnerWorker:
         self.rank, self.world_size = rank, world_size
         self.ppo_cfg, self.cfg = ppo_cfg, cfg
         self.total_updates, self.temperature = total_updates, temperature
-        vlm, self.processor, value_head = load_policy(model_path)  # fp32: DeepSpeed casts for bf16 itself
-        self.family, self.image_token_id = family_of_model(vlm), image_token_id(vlm.config)
-        self.module = PolicyWithValue(vlm, value_head)
-        optimizer = torch.optim.AdamW(self.module.parameters(), lr=ppo_cfg.lr, eps=1e-7, weight_decay=0.0)
+        self.module = self._policy(model_path, lora_cfg or LoRAConfig(), seed)
+        self.family, self.image_token_id = family_of_model(self.module.vlm), image_token_id(self.module.vlm.config)
+        trainable = [p for p in self.module.parameters() if p.requires_grad]  # LoRA: adapters and the value head
+        optimizer = torch.optim.AdamW(trainable, lr=ppo_cfg.lr, eps=1e-7, weight_decay=0.0)
         ds_config = {
             "train_micro_batch_size_per_gpu": ppo_cfg.micro_batch,
             "gradient_accumulation_steps": ppo_cfg.grad_accum,
@@ -100,7 +102,20 @@ class LearnerWorker:
             self.ds_model, self.optimizer, self.device, banned, temperature, ppo_cfg.cot_coef
         )
         self.token_texts = TokenTexts(tokenizer)
+        self.probe = probe_inputs(self.processor)  # scored under every pushed version (models/weight_sync.py)
+        self.probe_tolerance = PROBE_TOLERANCE[dtype]
+        self.last_push: dict = {}
         self.updates = 0  # PPO updates done (checkpointed): the cosine schedule and the value warm-up follow it
+
+    def _policy(self, model_path: str, lora_cfg: LoRAConfig, seed: int) -> PolicyWithValue:
+        """The trained module: the checkpoint's VLM (a LoRA checkpoint's with its adapter; fresh adapters when
+        `lora_cfg.rank` > 0, the same on every rank) and its value head, always trained in full."""
+        vlm, self.processor, value_head = load_policy(model_path)  # fp32: DeepSpeed casts for bf16 itself
+        self.lora_base = lora.base_path(model_path)
+        """The frozen weights a LoRA checkpoint names (the run's start checkpoint)."""
+        if lora_cfg.rank and not lora.is_lora(vlm):
+            vlm = lora.apply_lora(vlm, lora_cfg, seed)
+        return PolicyWithValue(vlm, value_head)
 
     def _wrap(self, optimizer, ds_config: dict):
         """DeepSpeed's model wrapper around the module: forward, backward (÷ grad_accum), clip and step at
@@ -161,36 +176,96 @@ class LearnerWorker:
 
     # ---- weights and checkpoints -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _full_params(self):
-        """Full weights on every rank: a no-op for ZeRO 1/2, a gather for ZeRO-3 (collective)."""
+    def _full_params(self, params: list | None = None):
+        """Full weights on every rank: a no-op for ZeRO 1/2, a gather for ZeRO-3 (collective). `params`: only
+        these (a LoRA push reads just the adapters and the merged layers)."""
         if self.cfg.zero_stage == 3:
             import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+            params = list(self.module.parameters()) if params is None else params
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 yield
         else:
             yield
 
+    def _probe(self) -> Probe | None:
+        """The probe scored under the current weights (rank 0; a collective forward under ZeRO-3)."""
+        if self.rank != 0 and self.cfg.zero_stage != 3:
+            return None
+        text, image, ids, start = self.probe
+        from PIL import Image
+
+        batch = self._collate([Sample.probe(ids[:start], ids[start:], Image.fromarray(image))])
+        self.step_model.eval_mode()
+        with torch.no_grad():
+            logprobs = self.step_model.raw_logprobs(batch)[0, : len(ids) - start].tolist()
+        return Probe(text, image, ids, start, logprobs, self.probe_tolerance)
+
     def export_weights(self, version: int) -> WeightsPayload | None:
-        """The VLM's weights (vLLM names) from rank 0; other ranks return None. Collective under ZeRO-3."""
-        with self._full_params():
+        """What a push sends, from rank 0 (other ranks return None). Collective under ZeRO-3.
+
+        Full fine-tuning: the VLM's weights (vLLM names). LoRA: the adapter, plus the layers vLLM cannot apply
+        an adapter to, merged (models/lora.py). Both with the probe the engine must reproduce.
+        """
+        t0 = time.perf_counter()
+        vlm, adapter, merged = self.module.vlm, None, []
+        probe = self._probe()
+        with self._full_params(lora.export_params(vlm) if lora.is_lora(vlm) else None):
             if self.rank != 0:
                 return None
-            named = export_arrays(self.module.vlm)  # copied out while the full weights are gathered
-        return WeightsPayload.build(version, named)
+            if lora.is_lora(vlm):  # copied out while the weights are gathered
+                named, adapter, merged = lora.export_adapter(vlm)
+            else:
+                named = export_arrays(vlm)
+        payload = WeightsPayload.build(version, named, adapter, merged, probe)
+        merged_bytes = sum(a.nbytes for n, a in named if not lora.is_adapter_name(n)) if adapter else 0
+        self.last_push = {
+            "learner/push_bytes": float(payload.nbytes),
+            "learner/push_merged_bytes": float(merged_bytes),
+            "timing/weight_export_s": time.perf_counter() - t0,
+            "merged_layers": merged,
+        }
+        return payload
+
+    def push_info(self) -> dict:
+        """What the last `export_weights` sent: `learner/push_bytes` (all arrays), the merged part's bytes and
+        layer names (rank 0; empty elsewhere)."""
+        return self.last_push
 
     def save(self, path: str, info: dict | None = None) -> None:
-        """HF-format checkpoint (+ value head) from rank 0. Collective under ZeRO-3."""
+        """HF-format checkpoint (+ value head) from rank 0, a plain model (LoRA merged) that vLLM and
+        transformers load. Collective under ZeRO-3."""
         with self._full_params():
             if self.rank == 0:
                 save_policy(path, self.module.vlm, self.processor, self.module.value_head, info)
+
+    def _save_model(self, path: str, info: dict | None) -> None:
+        """The model part of a resumable checkpoint: full weights, or (LoRA) adapter + value head and the base's
+        path. Collective under ZeRO-3."""
+        if not lora.is_lora(self.module.vlm):
+            return self.save(path, info)
+        with self._full_params([p for p in self.module.parameters() if p.requires_grad]):
+            if self.rank == 0:
+                save_lora_policy(path, self.module.vlm, self.processor, self.module.value_head, self.lora_base, info)
+
+    def memory(self) -> dict[str, float]:
+        """This rank's trainable parameters, optimizer-state bytes and process RSS (full vs LoRA)."""
+        import psutil
+
+        state = self.optimizer.state_dict()
+        tensors = [t for t in _tensors(state) if isinstance(t, torch.Tensor)]
+        return {
+            "learner/trainable_params": float(sum(_numel(p) for p in self.module.parameters() if p.requires_grad)),
+            "learner/optimizer_state_bytes": float(sum(t.numel() * t.element_size() for t in tensors)),
+            "learner/rss_bytes": float(psutil.Process().memory_info().rss),
+        }
 
     def save_checkpoint(self, directory: str, info: dict | None = None) -> None:
         """Model (rank 0) and this rank's optimizer state, update count and RNG states. Collective (ZeRO-3)."""
         from learner.state_files import save_state
 
         path = pathlib.Path(directory)
-        self.save(str(path / "model"), info)
+        self._save_model(str(path / "model"), info)
         state = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         version, internal, gauss = random.getstate()
         extra = {"updates": self.updates, "python_rng": [version, list(internal), gauss], "world_size": self.world_size}
@@ -230,3 +305,20 @@ class LearnerWorker:
         with torch.no_grad():
             _, _, token_logp = self.step_model.score(batch)
         return token_logp[0, : len(response_ids)].tolist()
+
+
+def _numel(p: torch.Tensor) -> int:
+    """Elements of a parameter, also when ZeRO-3 has partitioned it away from this rank."""
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
+def _tensors(obj):
+    """Every value nested in dicts, lists and tuples (an optimizer state dict's tensors)."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+    else:
+        yield obj

@@ -29,6 +29,15 @@ class WrappedModelStep:
 
         Inputs are moved to the module's device; the outputs stay there (the PPO loss needs their gradients).
         """
+        batch, response_logits, values = self._forward(batch, detach_value)
+        response_logits[..., self.banned] = float("-inf")  # the rollout engine never samples these either
+        token_logp = ppo.token_logprobs(response_logits, batch["targets"], self.temperature)
+        token_logp = token_logp.masked_fill(~batch["response_mask"], 0.0)  # (B, R)
+        seq = ppo.scaled_sequence_logprob(token_logp, batch["response_mask"], batch["action_start"], self.cot_coef)
+        return seq, values.float(), token_logp
+
+    def _forward(self, batch: dict[str, torch.Tensor], detach_value: bool = False):
+        """(batch on the device, response logits (B, R, V) in fp32, values (B,))."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         extras = {k: batch[k] for k in EXTRA_IMAGE_KEYS if k in batch}  # the family's other image inputs
         logits, values = self.wrapped(
@@ -40,12 +49,14 @@ class WrappedModelStep:
             **extras,
         )  # (B, L, V), (B,)
         idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
-        response_logits = logits.gather(1, idx).float()
-        response_logits[..., self.banned] = float("-inf")  # the rollout engine never samples these either
-        token_logp = ppo.token_logprobs(response_logits, batch["targets"], self.temperature)
-        token_logp = token_logp.masked_fill(~batch["response_mask"], 0.0)  # (B, R)
-        seq = ppo.scaled_sequence_logprob(token_logp, batch["response_mask"], batch["action_start"], self.cot_coef)
-        return seq, values.float(), token_logp
+        return batch, logits.gather(1, idx).float(), values
+
+    def raw_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log_softmax(logits) of the response tokens (B, R), no temperature and no token mask: what vLLM's
+        prompt log-probs are (the weight-push probe, models/weight_sync.py)."""
+        batch, response_logits, _ = self._forward(batch)
+        token_logp = ppo.token_logprobs(response_logits, batch["targets"], 1.0)
+        return token_logp.masked_fill(~batch["response_mask"], 0.0)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.wrapped.backward(loss)
