@@ -76,7 +76,11 @@ cluster-status:
 
 # The job's working dir upload honours .gitignore (.venv/, runs/, checkpoints/ stay behind); `env` prints the
 # dashboard address and RAY_AUTH_MODE=token (the token itself stays in its file, ~/.ray/auth_token).
+# The driver resolves relative --model.path, --run.out-dir and --run.resume against RL4VLM_ROOT, this checkout by
+# default: the checkpoint is read from it and runs/<run>/ is written to it, never to the job's temporary working
+# dir (deleted with the cluster). Nodes that cannot read the checkpoint get it through the object store.
+RL4VLM_ROOT ?= $(CURDIR)
 submit:
 	vars="$$($(BIN)/python -m cluster.local_cluster env --state-file $(STATE))" && eval "$$vars" && \
 	$(BIN)/ray job submit --address "$$RAY_API_SERVER_ADDRESS" --working-dir . -- \
-		python -m cluster.train $(TASK) $(ARGS)
+		env RL4VLM_ROOT=$(RL4VLM_ROOT) python -m cluster.train $(TASK) $(ARGS)

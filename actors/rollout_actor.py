@@ -20,6 +20,7 @@ from contracts.seeds import training_seed
 from envs import TASKS, episode_success, make_env
 from envs.parsing import parse_action, parse_command
 from envs.prompts import task_prompt
+from models.checkpoint_files import ModelFiles, ensure_local
 from models.weight_sync import WeightsMismatchError, WeightsPayload, check_probe, receive
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class RolloutActor:
         model_path: str,
         store=None,
         dtype: str = "float32",
+        model_files: ModelFiles | None = None,
         lora_rank: int = 0,
     ):
+        model_path = ensure_local(model_path, model_files)  # first: shipped here if this node cannot read it
         self.actor_id = actor_id
         self.env_cfg, self.cfg, self.store = env_cfg, cfg, store
         self.task = TASKS[env_cfg.task]

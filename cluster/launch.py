@@ -1,7 +1,10 @@
 """Start the Ray processes of a run: the replay store, rollout actors and DeepSpeed learner ranks.
 
 The only place that wraps the plain classes with `ray.remote`. Learner ranks are placed with a placement
-group (one bundle per rank); rollout actors ask for `rollout.cpus_per_actor` CPUs each.
+group (one bundle per rank); rollout actors ask for `rollout.cpus_per_actor` CPUs each. Every rollout actor
+(replacements and added ones too) and learner rank gets the model as `ModelFiles`: the driver's path, its
+manifest and a CheckpointServer on the driver's node that ships the files to nodes that cannot read them
+(models/checkpoint_files.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from actors.replay_store import ReplayStore
 from actors.rollout_actor import RolloutActor
@@ -22,6 +25,7 @@ from cluster.control import NAMESPACE, register
 from cluster.rollout_pool import RolloutPool, backlog_gate
 from contracts.config import Config
 from learner.learner import LearnerWorker
+from models.checkpoint_files import CheckpointServer, ModelFiles, describe, model_files_error
 
 # Inference and training each get one OMP thread per reserved CPU (oversubscription made vLLM 20-700x slower).
 ACTOR_ENV = {
@@ -30,6 +34,9 @@ ACTOR_ENV = {
     "PYTHONWARNINGS": "ignore",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TOKENIZERS_PARALLELISM": "false",
+    # A model path is a directory, never a hub repo id: no actor ever asks huggingface.co for one.
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
 }
 
 
@@ -42,6 +49,8 @@ class System:
     """Reserves the learner ranks' resources until `shutdown` removes it."""
     control: ray.actor.ActorHandle | None = None
     """The run's named RunControl actor (`python -m cluster.control` talks to it)."""
+    model: ModelFiles | None = None
+    """The model every actor starts from, and the server that ships it to nodes that cannot read it."""
 
     @property
     def actors(self) -> list[ray.actor.ActorHandle]:
@@ -87,15 +96,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rollout_actor_factory(cfg: Config, model_path: str, store):
-    """Starts one rollout actor by id, placed by the resources in `cfg.rollout` (the pool calls it)."""
+def serve_model(model_path: str) -> ModelFiles:
+    """Describe the checkpoint (blake2b of every file) and start its CheckpointServer on the driver's node, the
+    one that has the files; it packs them only if some node asks."""
+    t0 = time.perf_counter()
+    expected = describe(model_path)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    server = ray.remote(num_cpus=0)(CheckpointServer).options(scheduling_strategy=here).remote(model_path, expected)
+    size = f"{len(expected['files'])} files, {expected['bytes'] / 1e6:.1f} MB"
+    print(f"model files: {model_path}: {size}, manifest in {time.perf_counter() - t0:.2f} s", flush=True)
+    return ModelFiles(model_path, expected, server)
+
+
+def rollout_actor_factory(cfg: Config, model: ModelFiles, store):
+    """Starts one rollout actor by id, placed by the resources in `cfg.rollout` (the pool calls it, also for
+    replacements and added actors: each makes the model local on its node first)."""
     remote_cls = ray.remote(RolloutActor).options(
         num_cpus=cfg.rollout.cpus_per_actor,
         num_gpus=cfg.rollout.gpus_per_actor,
         resources=cfg.rollout.resources or None,
     )
-    env, rollout, dtype, rank = cfg.env, cfg.rollout, cfg.model.dtype, cfg.model.lora.rank
-    return lambda actor_id: remote_cls.remote(actor_id, env, rollout, model_path, store, dtype, lora_rank=rank)
+    env, rollout, dtype = cfg.env, cfg.rollout, cfg.model.dtype
+    files = {"model_files": model, "lora_rank": cfg.model.lora.rank}
+    return lambda actor_id: remote_cls.remote(actor_id, env, rollout, model.path, store, dtype, **files)
 
 
 def throttle(cfg: Config, store):
@@ -107,8 +130,9 @@ def throttle(cfg: Config, store):
 
 
 def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
+    model = serve_model(model_path)
     store = ray.remote(num_cpus=0)(ReplayStore).remote(cfg.replay)
-    pool = RolloutPool(rollout_actor_factory(cfg, model_path, store), cfg.rollout.max_restarts, throttle(cfg, store))
+    pool = RolloutPool(rollout_actor_factory(cfg, model, store), cfg.rollout.max_restarts, throttle(cfg, store))
     bundle = {"CPU": cfg.learner.cpus_per_rank, "GPU": cfg.learner.gpus_per_rank, **cfg.learner.resources}
     bundle = {k: v for k, v in bundle.items() if v}
     pg = placement_group([bundle] * cfg.learner.world_size, strategy=cfg.learner.placement_strategy)
@@ -133,21 +157,30 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
             cfg.rollout.temperature,
             cfg.env.seed,
             cfg.model.dtype,
+            model_files=model,
             lora_cfg=cfg.model.lora,
         )
         for rank in range(cfg.learner.world_size)
     ]
-    # Fail here, with the actor's own error, if an engine or a rank cannot start.
-    pool.start(cfg.rollout.num_actors)
-    ray.get([l.__ray_ready__.remote() for l in learners])
+    # Fail here, with the actor's own error, if an engine or a rank cannot start (the model's: in one line).
+    try:
+        pool.start(cfg.rollout.num_actors)
+        ray.get([l.__ray_ready__.remote() for l in learners])
+    except ray.exceptions.RayActorError as error:
+        if (short := model_files_error(error)) is None:
+            raise
+        raise short from None
     control = register(run_name, cfg.rollout.num_actors) if run_name else None
-    return System(store, pool, learners, pg, control)
+    if shipped := ray.get(model.server.report.remote())["nodes"]:
+        print(f"model files: shipped to {len(set(shipped))} node(s) that could not read {model_path}", flush=True)
+    return System(store, pool, learners, pg, control, model)
 
 
 def shutdown(system: System) -> None:
     """Kill the run's actors and free its placement group (a submitted job's cluster outlives the run)."""
     system.pool.shutdown()
-    for handle in [*system.learners, system.store, *([system.control] if system.control else [])]:
+    extra = [h for h in (system.control, system.model and system.model.server) if h is not None]
+    for handle in [*system.learners, system.store, *extra]:
         ray.kill(handle)
     remove_placement_group(system.placement)
 

@@ -8,6 +8,8 @@
 Every node gets the cluster's own temp dir and explicitly chosen free ports, so it never meets another Ray
 instance on the machine (nor the default 6379/8265/10001). Token authentication stays on: the nodes run with
 RAY_AUTH_MODE=token and Ray's own token lookup (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).
+`up --head-only PATH` makes the worker nodes treat PATH as missing (RL4VLM_HIDDEN_PATHS), as separate machines
+without the head's disk would: a checkpoint there reaches them through the object store (models/checkpoint_files.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+from models.checkpoint_files import HIDDEN_ENV
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # runs/ is git-ignored, so neither git nor a `--working-dir .` job upload picks the state file up.
@@ -137,8 +141,11 @@ def up(
     object_store_mb: int = 256,
     metrics_interval_ms: int | None = None,
     timeout: float = 180.0,
+    head_only: list[str] = (),
 ) -> dict:
-    """Start head + rollout + learner nodes; write and return the state (addresses, ports, PIDs, temp dir)."""
+    """Start head + rollout + learner nodes; write and return the state (addresses, ports, PIDs, temp dir).
+
+    `head_only`: paths the worker nodes' actors treat as missing (they then get a checkpoint there shipped)."""
     state_path = pathlib.Path(state_file or DEFAULT_STATE)
     old = read_state(state_path) if state_path.exists() else None
     if old and any(_ours(pid, old["temp_dir"]) for pid in old["pids"].values()):
@@ -167,6 +174,7 @@ def up(
         "token_path": str(token) if token else None,
         "pids": {},
         "state_file": str(state_path),
+        "head_only": [os.path.abspath(p) for p in head_only],
     }
     env = _node_env(head_ports, metrics_interval_ms)
     head_args = ["--head", "--include-dashboard=true", f"--dashboard-host={dashboard_host}"]
@@ -177,7 +185,8 @@ def up(
             # Nodes here share one logs dir: the head's log monitor alone streams every worker's output to the
             # driver (three monitors printed each line three times).
             extra = [f"--address={state['address']}", "--include-log-monitor=false"]
-            _start_node(state, name, extra, env, object_store_mb, timeout)
+            worker_env = {**env, HIDDEN_ENV: os.pathsep.join(state["head_only"])} if head_only else env
+            _start_node(state, name, extra, worker_env, object_store_mb, timeout)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps(state, indent=2))
         _wait_ready(state, timeout)
@@ -309,11 +318,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--object-store-mb", type=int, default=256, help="object store of each node")
     p.add_argument("--expose", action="store_true", help="bind the dashboard to 0.0.0.0 (default: 127.0.0.1)")
     p.add_argument("--keep-logs", action="store_true", help="down: keep the temp dir with the Ray logs")
+    p.add_argument(
+        "--head-only",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="up: a path the worker nodes treat as missing, as machines without this disk would (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.command != "up" and not pathlib.Path(args.state_file).exists():
         sys.exit(f"no cluster state at {args.state_file}: run `python -m cluster.local_cluster up` first")
     if args.command == "up":
-        state = up(args.state_file, args.worker_cpus, args.expose, args.object_store_mb)
+        state = up(args.state_file, args.worker_cpus, args.expose, args.object_store_mb, head_only=args.head_only)
         print(f"cluster up: GCS {state['address']}, dashboard {state['dashboard_url']}, state {args.state_file}")
         print("submit: make submit TASK=tiny   (or see docs/cluster.md); stop: make cluster-down")
     elif args.command == "down":

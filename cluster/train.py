@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -24,8 +25,42 @@ from cluster.launch import System, cpus_needed, init_ray, launch, push_weights, 
 from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config, parse_cli
 from contracts.validation import ConfigError
+from models.checkpoint_files import ModelFilesError
 from models.families import UnsupportedModelError, family_of
 from models.weight_sync import WeightsMismatchError
+
+ROOT_ENV = "RL4VLM_ROOT"
+"""Where relative --model.path, --run.out-dir and --run.resume resolve (`make submit` sets the checkout)."""
+
+
+def resolve_paths(cfg: Config) -> list[str]:
+    """Make model.path, run.out_dir and run.resume absolute, once: relative ones resolve against $RL4VLM_ROOT,
+    else the working dir. Returns warnings for relative paths resolved inside a Ray job's temporary working dir
+    (deleted with the cluster, and not what the submitter's checkout holds)."""
+    root = os.environ.get(ROOT_ENV)
+    base = pathlib.Path(root).expanduser().resolve() if root else pathlib.Path.cwd()
+    relative = []
+    for section, field in (("model", "path"), ("run", "out_dir"), ("run", "resume")):
+        if value := getattr(getattr(cfg, section), field):
+            path = pathlib.Path(value).expanduser()
+            if not path.is_absolute():
+                relative.append(f"--{section}.{field.replace('_', '-')} {value}")
+            setattr(getattr(cfg, section), field, os.path.abspath(base / path))
+    if root or "working_dir_files" not in base.parts or not relative:  # Ray unpacks --working-dir there
+        return []
+    return [
+        f"{', '.join(relative)} resolved inside this job's temporary working dir {base},",
+        f"which is deleted with the cluster. Pass absolute paths, or set {ROOT_ENV} to a durable dir",
+        "(make submit sets it to your checkout).",
+    ]
+
+
+def print_paths(model_path: str, run_dir: pathlib.Path, notes: list[str]) -> None:
+    """The resolved locations, at the start and at the end of a run; warnings framed so they are seen."""
+    print(f"model path {model_path}\nrun dir    {run_dir}", flush=True)
+    if notes:
+        bar = "!" * 100
+        print("\n".join([bar, *(f"WARNING: {n}" if i == 0 else f"         {n}" for i, n in enumerate(notes)), bar]))
 
 
 def ensure_sft_checkpoint(cfg: Config) -> str:
@@ -127,19 +162,24 @@ def main(argv: list[str] | None = None) -> dict:
     except ConfigError as error:  # one line per problem, no traceback; status 2 as for tyro's own usage errors
         print("\n".join(error.problems), file=sys.stderr)
         raise SystemExit(2) from None
+    notes = resolve_paths(cfg)  # model.path, run.out_dir, run.resume: absolute from here on, for every actor
     resume_dir, state = run_checkpoints.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
     name = cfg.run.name or (resume_dir and run_checkpoints.run_dir_of(resume_dir).name)
     name = name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = pathlib.Path(cfg.run.out_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.json")
-    model_path = str(resume_dir / "model") if resume_dir else ensure_sft_checkpoint(cfg)
+    print_paths(str(resume_dir / "model") if resume_dir else cfg.model.path, run_dir, notes)
     try:  # an unsupported or missing model fails here in one line, before Ray or any actor starts
+        model_path = str(resume_dir / "model") if resume_dir else ensure_sft_checkpoint(cfg)
         print(f"model {model_path}: family {family_of(model_path).model_type}, {cfg.model.dtype}", flush=True)
     except (UnsupportedModelError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
     init_ray(cpus_needed(cfg), cfg.run.dashboard)
-    system = launch(cfg, model_path, run_name=name)
+    try:
+        system = launch(cfg, model_path, run_name=name)
+    except ModelFilesError as error:  # a node that cannot read the checkpoint, and nothing could ship it
+        raise SystemExit(f"error: {error}") from None
     logger = RunLogger(run_dir)
     print(
         f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
@@ -172,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     shutdown(system)
     plot_curve(run_dir, run_dir / "learning_curve.png")
     print_table(result, run_dir)
+    print_paths(model_path, run_dir, notes)
     return result
 
 

@@ -22,6 +22,7 @@ from learner.batch import Sample, TokenTexts, collate, samples_from_table
 from learner.ppo_update import ReduceOp, ppo_update
 from learner.step_model import WrappedModelStep
 from models import lora
+from models.checkpoint_files import ModelFiles, ensure_local
 from models.families import family_of_model, image_token_id, torch_dtype
 from models.policy import PolicyWithValue, load_policy, save_lora_policy, save_policy
 from models.tokenizer import banned_token_ids
@@ -57,8 +58,10 @@ class LearnerWorker:
         temperature: float,
         seed: int = 0,
         dtype: str = "float32",
+        model_files: ModelFiles | None = None,
         lora_cfg: LoRAConfig | None = None,
     ):
+        model_path = ensure_local(model_path, model_files)  # first: shipped here if this node cannot read it
         os.environ.update(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(master_port),

@@ -1,6 +1,10 @@
-"""A real three-node Ray cluster on this machine (cluster/local_cluster.py), a training job submitted to it with
-the `ray job submit` CLI exactly as docs/cluster.md writes it, and the job's metrics on the nodes' Prometheus
-endpoints. One cluster for the module, always torn down (only its own processes; never `ray stop`)."""
+"""A real three-node Ray cluster on this machine (cluster/local_cluster.py) and training jobs submitted to it the
+way README.md and docs/cluster.md write them, from a fresh copy of the checkout whose checkpoint and runs/ the
+worker nodes cannot read (`up --head-only`, as machines without the head's disk): the model is shipped to them
+through the object store, the results land in the copy and outlive the cluster, a later job resumes the run on
+another node while one of its rollout actors is killed and replaced, and a missing model fails in one line.
+The metrics reach the nodes' Prometheus endpoints. One cluster for the module, always torn down (only its own
+processes; never `ray stop`). The tests run in file order: later ones use the first job's run."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,14 +45,40 @@ PER_UPDATE_METRICS = {
 }
 
 
+def readme_line(task: str) -> str:
+    """The `make submit TASK=<task> ...` line of README.md's "Running it as a cluster service", verbatim."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Running it as a cluster service") :]
+    return re.search(rf"^make submit TASK={task} .*$", section, re.M).group(0)
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    # Metrics every 2 s instead of Ray's 10 s, so a seconds-long tiny job shows up while it runs.
-    state = local_cluster.up(tmp_path_factory.mktemp("cluster") / "state.json", metrics_interval_ms=2000)
+def clone(tmp_path_factory, tiny_model_path):
+    """What `git clone` gives (the tracked and not-ignored files, here with their uncommitted edits), plus this
+    venv as .venv and the SFT checkpoint a first run would build (minutes) already in checkpoints/."""
+    root = tmp_path_factory.mktemp("clone") / "rl4vlm"
+    names = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    for name in filter(None, names.decode().split("\0")):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    (root / ".venv").symlink_to(sys.prefix)  # this venv
+    shutil.copytree(tiny_model_path, root / "checkpoints" / "numberline-sft")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(clone):
+    # Metrics every 2 s instead of Ray's 10 s, so a seconds-long tiny job shows up while it runs. The state file
+    # sits where `make submit` / `make cluster-down` in the clone look for it.
+    hidden = [str(clone / "checkpoints"), str(clone / "runs")]
+    state = local_cluster.up(clone / "runs" / "local-cluster.json", metrics_interval_ms=2000, head_only=hidden)
     try:
         yield state
     finally:
-        local_cluster.down(state)
+        local_cluster.down(state)  # a no-op after test_results_outlive_the_cluster's `make cluster-down`
         assert not local_cluster.leftover_pids(state["temp_dir"], set(state["pids"].values()))
 
 
@@ -98,42 +130,83 @@ def test_dashboard_needs_the_token_and_listens_on_loopback(cluster):
             socket.create_connection((host_ip, int(url.rsplit(":", 1)[1])), timeout=3).close()
 
 
-def test_submitted_training_job_succeeds_and_exports_metrics(cluster, tiny_model_path, tmp_path):
-    url = cluster["dashboard_url"]
-    command = [
-        *[RAY, "job", "submit", "--address", url, "--working-dir", ".", "--"],
-        *["python", "-m", "cluster.train", "tiny", "--run.total-updates", "3", "--run.eval-episodes", "2"],
-        *["--model.path", tiny_model_path, "--run.out-dir", str(tmp_path / "runs")],
-        *["--rollout.resources", "rollout_node", "1", "--learner.resources", "learner_node", "1"],
-    ]
-    log = tmp_path / "submit.log"
-    seen: set[str] = set()
+def submit(clone: pathlib.Path, line: str, log: pathlib.Path, watch=None) -> tuple[int, str, float]:
+    """Run a `make submit ...` line in the clone's shell; `watch(process)` is called every 2 s while it runs
+    (and for up to 20 s after, while it returns False). Returns (exit status, output, seconds)."""
     t0 = time.monotonic()
     with open(log, "w") as out:
-        job = subprocess.Popen(command, cwd=REPO, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+        job = subprocess.Popen(line, shell=True, cwd=clone, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            # Poll every node's endpoint while the job runs, and briefly after (the last export may lag).
             deadline = None
-            while deadline is None or (time.monotonic() < deadline and not PER_UPDATE_METRICS <= seen):
-                for port in cluster["metrics_ports"].values():
-                    seen |= set(re.findall(r"^(ray_rl4vlm_\w+?)(?:\{| )", scrape(port), re.M))
+            while deadline is None or time.monotonic() < deadline:
+                if watch is not None and watch(job) and deadline is not None:
+                    break
                 if deadline is None and job.poll() is not None:
-                    deadline = time.monotonic() + 20
+                    deadline = time.monotonic() + (20 if watch else 0)
                 time.sleep(2)
-            job.wait(timeout=600)
+            job.wait(timeout=900)
         finally:
             if job.poll() is None:
                 job.kill()
-    output = log.read_text()
-    print(f"job took {time.monotonic() - t0:.0f} s; metrics seen: {sorted(seen)}")
-    assert job.returncode == 0, output[-5000:]
+    return job.returncode, log.read_text(), time.monotonic() - t0
+
+
+def model_events(cluster: dict) -> list[dict]:
+    """Every node's models/checkpoint_files.py events (what each actor did to get the model, and how long)."""
+    logs = pathlib.Path(cluster["temp_dir"]).glob("session_2*/rl4vlm-models/*/events.jsonl")
+    return [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+
+
+def node_of(cluster: dict, resource: str) -> str:
+    return next(n["NodeID"] for n in local_cluster.nodes(cluster) if resource in n["Resources"])
+
+
+def actors(cluster: dict) -> list[dict]:
+    out = subprocess.run(
+        [RAY, "list", "actors", "--address", cluster["dashboard_url"], "--format", "json", "--detail"]
+        + ["--limit", "1000"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def readme_job(cluster, clone, tmp_path_factory):
+    """README's smoke line, verbatim, in the clone, with every node's Prometheus endpoint polled meanwhile."""
+    seen: set[str] = set()
+
+    def scrape_all(job) -> bool:
+        for port in cluster["metrics_ports"].values():
+            seen.update(re.findall(r"^(ray_rl4vlm_\w+?)(?:\{| )", scrape(port), re.M))
+        return PER_UPDATE_METRICS <= seen
+
+    line = readme_line("tiny")
+    code, output, seconds = submit(clone, line, tmp_path_factory.mktemp("job") / "submit.log", scrape_all)
+    print(f"{line}\n-> exit {code} in {seconds:.0f} s; metrics seen: {sorted(seen)}")
+    assert code == 0, output[-5000:]
+    run_dir = pathlib.Path(re.search(r"^run dir +(\S+)$", output, re.M).group(1))
+    return {"output": output, "seen": seen, "run_dir": run_dir, "line": line}
+
+
+def test_the_readme_job_succeeds_and_exports_metrics(cluster, clone, readme_job):
+    output = readme_job["output"]
     submission_id = re.search(r"Job '(raysubmit_\w+)' succeeded", output).group(1)
     status = subprocess.run(
-        [RAY, "job", "status", "--address", url, submission_id], env=cli_env(), capture_output=True, text=True
+        [RAY, "job", "status", "--address", cluster["dashboard_url"], submission_id],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
     )
     assert "succeeded" in (status.stdout + status.stderr).lower()
+    seen = readme_job["seen"]
     assert PER_UPDATE_METRICS <= seen, f"missing on the endpoints: {sorted(PER_UPDATE_METRICS - seen)}"
-    assert (tmp_path / "runs").is_dir() and list((tmp_path / "runs").glob("*/eval.json"))
+    # Paths that mean one thing: resolved against the clone (RL4VLM_ROOT from make submit), printed at start and end.
+    assert readme_job["run_dir"].parent == clone / "runs"
+    assert output.count(f"model path {clone / 'checkpoints' / 'numberline-sft'}\n") == 2
+    assert "temporary working dir" not in output and "huggingface.co" not in output
 
     # The upload left the venv, runs/ and checkpoints/ behind (.gitignore) and carried the code.
     unpacked = pathlib.Path(cluster["temp_dir"]).glob("session_2*/runtime_resources/working_dir_files/_ray_pkg_*")
@@ -142,16 +215,77 @@ def test_submitted_training_job_succeeds_and_exports_metrics(cluster, tiny_model
     assert not [p for p in packages for d in (".venv", "runs", "checkpoints", ".git") if (p / d).exists()]
 
     # Each actor ran on the node its custom resource names.
-    actors = json.loads(
-        subprocess.run(
-            [RAY, "list", "actors", "--address", url, "--format", "json", "--detail", "--limit", "1000"],
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
     nodes = {n["NodeID"]: n["Resources"] for n in local_cluster.nodes(cluster)}
     ours = ("RolloutActor", "LearnerWorker")
-    placed = {a["class_name"]: nodes[a["node_id"]] for a in actors if a["class_name"] in ours}
+    placed = {a["class_name"]: nodes[a["node_id"]] for a in actors(cluster) if a["class_name"] in ours}
     assert "rollout_node" in placed["RolloutActor"] and "learner_node" in placed["LearnerWorker"]
+
+
+def test_nodes_without_the_checkpoint_got_it_shipped_once(cluster, clone, readme_job):
+    model = str(clone / "checkpoints" / "numberline-sft")
+    events = [e for e in model_events(cluster) if e["path"] == model]
+    for resource in ("rollout_node", "learner_node"):
+        on_node = [e for e in events if e["node"] == node_of(cluster, resource)]
+        assert [e["action"] for e in on_node] == ["shipped"], on_node
+        assert on_node[0]["reason"] == "not on this node" and on_node[0]["result"].startswith(cluster["temp_dir"])
+        print(f"{resource}: shipped {on_node[0]['bytes'] / 1e6:.1f} MB in {on_node[0]['seconds']:.2f} s")
+    assert "model files: shipped to 2 node(s)" in readme_job["output"]
+
+
+def test_a_later_job_resumes_on_another_node_and_a_killed_rollout_actor_reloads_the_model(
+    cluster, clone, readme_job, tmp_path
+):
+    """A second job resumes the first one's run from its durable checkpoint, with its rollout actor on the
+    learner node; that actor is killed once the run is back, and its replacement gets the model there too."""
+    run = readme_job["run_dir"]
+    line = (
+        f'make submit TASK=tiny ARGS="--run.resume runs/{run.name} --run.total-updates 6 '
+        '--rollout.resources learner_node 1 --learner.resources learner_node 1"'
+    )
+    killed = []
+
+    def kill_after_resume(job) -> bool:
+        if not killed and "resumed from" in (tmp_path / "submit.log").read_text():
+            ours = set(local_cluster.leftover_pids(cluster["temp_dir"], set(cluster["pids"].values())))
+            alive = [a for a in actors(cluster) if a["class_name"] == "RolloutActor" and a["state"] == "ALIVE"]
+            if alive and alive[0]["pid"] in ours:  # a worker process of this cluster, by its id
+                os.kill(alive[0]["pid"], signal.SIGKILL)
+                killed.append(alive[0])
+        return True
+
+    code, output, seconds = submit(clone, line, tmp_path / "submit.log", kill_after_resume)
+    assert code == 0 and killed, output[-5000:]
+    result = json.loads((run / "eval.json").read_text())
+    checkpoint = pathlib.Path(result["resumed_from"])
+    assert checkpoint.parent == run / "checkpoints" and result["updates"] == 6
+    assert result["rollout_actor_restarts"] >= 1
+    learner_node = node_of(cluster, "learner_node")
+    assert killed[0]["node_id"] == learner_node
+    events = [e for e in model_events(cluster) if e["path"] == str(checkpoint / "model")]
+    assert {e["node"] for e in events} == {learner_node}
+    # The rank, the rollout actor and its replacement: one copy shipped to the node, then used from its cache.
+    actions = [e["action"] for e in events]
+    assert actions.count("shipped") == 1 and actions.count("cached") >= 2, events
+    print(f"resume job took {seconds:.0f} s; learner node: {actions}")
+
+
+def test_a_missing_model_fails_in_seconds_with_one_line(cluster, clone, tmp_path):
+    line = 'make submit TASK=tiny ARGS="--model.path checkpoints/missing --model.no-build-if-missing"'
+    code, output, seconds = submit(clone, line, tmp_path / "submit.log")
+    assert code != 0 and seconds < 120, output[-3000:]
+    missing = clone / "checkpoints" / "missing"
+    errors = {line for line in output.splitlines() if line.startswith("error:")}  # the CLI repeats the log tail
+    assert errors == {f"error: model.path {missing} does not exist and model.build_if_missing is off"}
+    assert "Traceback" not in output and "huggingface.co" not in output
+    print(f"failed in {seconds:.0f} s (submit to exit, job start included)")
+
+
+def test_results_outlive_the_cluster(cluster, clone, readme_job):
+    down = subprocess.run(["make", "cluster-down"], cwd=clone, env=cli_env(), capture_output=True, text=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not pathlib.Path(cluster["temp_dir"]).exists()  # the job's working dirs went with it
+    run = readme_job["run_dir"]
+    for name in ("eval.json", "config.json", "history.jsonl", "learning_curve.png", "tensorboard", "checkpoint"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "eval.json").read_text())["updates"] >= 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if (p / "state.json").exists())
