@@ -25,6 +25,7 @@ from benchmarks import (
     engines,
     families,
     hotpath,
+    lora,
     report,
     rollout,
     scaling,
@@ -34,7 +35,7 @@ from benchmarks import (
 )
 from benchmarks.common import Context, start_ray
 
-SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families]
+SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families, lora]
 NAMES = [m.NAME for m in SUITE]
 DEFAULT_OUT = pathlib.Path("docs/bench")
 
