@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.engines import make_engine
+from actors.task_calls import EpisodeFailed, TaskCalls
 from contracts.config import EnvConfig, RolloutConfig
 from contracts.schema import StepRecord, encode_png, to_record_batch
 from contracts.seeds import training_seed
-from envs import TASKS, episode_success, make_env
-from envs.parsing import parse_action, parse_command
-from envs.prompts import task_prompt
+from envs.registry import resolve_task
 from models.checkpoint_files import ModelFiles, ensure_local
 from models.weight_sync import WeightsMismatchError, WeightsPayload, check_probe, receive
 
@@ -39,6 +38,8 @@ class EnvSlot:
     steps: list[StepRecord] = field(default_factory=list)
     pending: Future | None = None
     """A reset running off the batch's path (tasks with slow resets); the slot sits out until it is done."""
+    failed: bool = False
+    """Evaluation only: a task hook failed in this episode; `evaluate` counts it as lost and drops the slot."""
 
 
 class RolloutActor:
@@ -56,17 +57,18 @@ class RolloutActor:
         model_path = ensure_local(model_path, model_files)  # first: shipped here if this node cannot read it
         self.actor_id = actor_id
         self.env_cfg, self.cfg, self.store = env_cfg, cfg, store
-        self.task = TASKS[env_cfg.task]
+        self.task = resolve_task(env_cfg.task)
+        self.calls = TaskCalls(self.task, env_cfg.cot, env_cfg.max_consecutive_failures, actor_id)
         self.engine = make_engine(cfg, model_path, dtype, seed=actor_id, lora_rank=lora_rank)
         self.mismatch: str | None = None
         """Set when the engine failed a push's probe: it serves an unknown policy and collects nothing more."""
         self.rng = np.random.default_rng(env_cfg.seed + 7919 * actor_id)  # random actions for invalid text
         self.version = 0
-        self.counters = {"env_failures": 0}
-        # ALFWorld resets load (or first generate) a game: seconds. They run in threads so one slow reset
-        # never stalls the batch: the other env copies keep stepping and the slot rejoins when it is ready.
+        self.counters = {"env_failures": 0}  # episodes dropped because a task hook failed (per hook: self.calls)
+        # Slow resets (a task that loads or generates a game: seconds) run in threads so one never stalls the
+        # batch: the other env copies keep stepping and the slot rejoins when it is ready.
         self.resets = ThreadPoolExecutor(env_cfg.envs_per_actor) if self.task.slow_reset else None
-        self.slots = [EnvSlot(make_env(env_cfg.task), i) for i in range(env_cfg.envs_per_actor)]
+        self.slots = [EnvSlot(self.task.make_env(), i) for i in range(env_cfg.envs_per_actor)]
         for slot in self.slots:
             self._reset(slot)
 
@@ -74,42 +76,36 @@ class RolloutActor:
     def collect(self, steps_per_env: int | None = None) -> dict[str, float]:
         """Step every env `steps_per_env` times; ship finished episodes to the store. Returns metrics."""
         self._check_serving()
-        stats, before, start_version = Stats(), dict(self.counters), self.version
+        stats, before, start_version = Stats(), (dict(self.counters), dict(self.calls.failures)), self.version
         for _ in range(steps_per_env or self.cfg.steps_per_call):
-            stats.finished.extend(episode for _, episode in self._step_all(self.slots, stats))
+            stats.finished.extend(episode for _, episode, _ in self._step_all(self.slots, stats))
         self._ship(stats.finished)
+        counters = {k: v - before[0][k] for k, v in self.counters.items()}
+        counters |= {f"failures/{k}": v - before[1][k] for k, v in self.calls.failures.items() if v > before[1][k]}
         # Weights change only between calls, so every sample of this call carries `start_version`.
-        return {
-            **stats.metrics(self.version, {k: v - before[k] for k, v in self.counters.items()}),
-            "rollout/start_version": float(start_version),
-        }
+        return {**stats.metrics(self.version, counters), "rollout/start_version": float(start_version)}
 
     def _step_all(self, slots: list[EnvSlot], stats: Stats, train: bool = True):
-        """One batched generate for the ready `slots`, then one env step each. Returns [(slot, finished steps)]."""
-        slots = self._ready(slots, train)
+        """One batched generate for the ready `slots`, then one env step each. Returns [(slot, finished steps,
+        success)]. A task hook that fails (actors/task_calls.py) drops that slot's episode only (`_failed`)."""
+        slots, questions = self._questions(self._ready(slots, train), train)
         if not slots:
             return []
-        prompts = [self.engine.chat_prompt(task_prompt(self.env_cfg.task, s.info, self.env_cfg.cot)) for s in slots]
+        prompts = [self.engine.chat_prompt(question) for question in questions]
         t0 = time.perf_counter()
         gens = self.engine.generate(prompts, [s.obs for s in slots])
         stats.gen_seconds += time.perf_counter() - t0
         finished = []
         t0 = time.perf_counter()
         for slot, gen in zip(slots, gens, strict=True):
-            if self.task.text_actions:
-                parsed = parse_command(gen.text, slot.info.get("admissible_commands", []), self.rng)
-                env_action = parsed.command
-            else:
-                parsed = parse_action(gen.text, self.task.action_names, self.rng, self.task.ten_rule)
-                env_action = parsed.action
             image = slot.obs
-            try:
-                slot.obs, reward, terminated, truncated, slot.info = slot.env.step(env_action)
-            except Exception:  # a broken env loses its episode, never the batch: count, log, recreate
-                log.exception("actor %d env %d failed; episode dropped", self.actor_id, slot.index)
-                self.counters["env_failures"] += 1
-                slot.env = make_env(self.env_cfg.task)
-                self._reset(slot, train)
+            try:  # a failing task hook loses its episode, never the batch
+                parsed = self.calls.parse(gen.text, slot.info, self.rng, slot.env)
+                slot.obs, reward, terminated, truncated, slot.info = self.calls.step(slot.env, parsed.to_env())
+                rewards = [*(s.reward for s in slot.steps), reward]
+                success = (terminated or truncated) and self.calls.success(rewards, terminated, slot.info)
+            except EpisodeFailed as failure:
+                self._failed(slot, failure, train)
                 continue
             slot.steps.append(
                 StepRecord(
@@ -134,29 +130,52 @@ class RolloutActor:
             )
             stats.add_step(gen, parsed.valid)
             if terminated or truncated:
-                finished.append((slot, slot.steps))
-                stats.add_episode(
-                    episode_success(self.env_cfg.task, [s.reward for s in slot.steps], terminated),
-                    slot.info.get("task_type"),
-                )
+                self.calls.finished()
+                finished.append((slot, slot.steps, success))
+                stats.add_episode(success, self.calls.episode_type(slot.info))
                 if train:  # evaluation drops finished slots and opens new ones for the next seeds
                     self._reset(slot, train)
         stats.env_seconds += time.perf_counter() - t0
         return finished
+
+    def _questions(self, slots: list[EnvSlot], train: bool) -> tuple[list[EnvSlot], list[str]]:
+        """The slots whose prompt the task could build, and those prompts (a failing one drops its episode)."""
+        kept, questions = [], []
+        for slot in slots:
+            try:
+                questions.append(self.calls.prompt(slot.info))
+                kept.append(slot)
+            except EpisodeFailed as failure:
+                self._failed(slot, failure, train)
+        return kept, questions
+
+    def _failed(self, slot: EnvSlot, failure: EpisodeFailed, train: bool) -> None:
+        """Drop the slot's episode: count and log it (TaskFailedError after too many in a row), recreate the env;
+        in training reset it for its next seed, in evaluation mark it failed for `evaluate` to count."""
+        self.counters["env_failures"] += 1
+        self.calls.failed(failure, slot.index)
+        slot.env = self.calls.remake(slot.env)
+        if train:
+            self._reset(slot, train)
+        else:
+            slot.failed = True
 
     def _reset(self, slot: EnvSlot, train: bool = True) -> None:
         if train:
             slot.seed = training_seed(self.env_cfg.seed, self.actor_id, slot.index, slot.episodes)
             slot.episodes += 1
         slot.steps = []
-        # The next prompt is built from this reset's info, so a new EZPoints/Points24 episode's first prompt
-        # shows its own empty formula. The paper's SB3 vector env auto-resets inside step() and its prompt kept
-        # the finished episode's last info (the old formula next to the new deal); we deliberately do not
-        # reproduce that quirk: prompt and image always describe the same state.
+        # The next prompt is built from this reset's info, so a new episode's first prompt describes its own
+        # first state. The paper's SB3 vector env auto-resets inside step() and its prompt kept the finished
+        # episode's last info (an old formula next to a new deal); we deliberately do not reproduce that quirk:
+        # prompt and image always describe the same state.
         if self.resets is None:
-            slot.obs, slot.info = slot.env.reset(seed=slot.seed)
+            try:
+                slot.obs, slot.info = self.calls.reset(slot.env, slot.seed)
+            except EpisodeFailed as failure:
+                self._failed(slot, failure, train)
         else:
-            slot.pending = self.resets.submit(slot.env.reset, seed=slot.seed)
+            slot.pending = self.resets.submit(self.calls.reset, slot.env, slot.seed)
 
     def _ready(self, slots: list[EnvSlot], train: bool) -> list[EnvSlot]:
         """The slots whose reset has finished (waits for the first one only when none is ready)."""
@@ -165,17 +184,16 @@ class RolloutActor:
             wait(pending, return_when=FIRST_COMPLETED)
         ready = []
         for slot in slots:
+            if slot.failed:
+                continue
             if slot.pending is not None:
                 if not slot.pending.done():
                     continue
                 future, slot.pending = slot.pending, None
                 try:
                     slot.obs, slot.info = future.result()
-                except Exception:  # a game that fails to load loses nothing collected: count, log, recreate
-                    log.exception("actor %d env %d reset failed; env recreated", self.actor_id, slot.index)
-                    self.counters["env_failures"] += 1
-                    slot.env = make_env(self.env_cfg.task)
-                    self._reset(slot, train)
+                except EpisodeFailed as failure:  # a reset that fails loses nothing collected
+                    self._failed(slot, failure, train)
                     continue
             ready.append(slot)
         return ready
@@ -195,33 +213,46 @@ class RolloutActor:
         returns, wins, solvable, pending = [], [], [], list(range(num_episodes))
         slots: list[EnvSlot] = []
         deal_solvable: dict[int, bool] = {}  # per slot, read at reset: the slot's info changes once it finishes
+        lost = 0  # episodes a task hook failed in: they count as unsuccessful
         while pending or slots:
             while pending and len(slots) < self.env_cfg.envs_per_actor:
-                slot = EnvSlot(make_env(self.env_cfg.task), len(slots), seed=seed_base + pending.pop(0))
-                self._reset(slot, train=False)
-                deal_solvable[id(slot)] = bool(slot.info.get("solvable", True))
+                slot = self._eval_slot(len(slots), seed_base + pending.pop(0))
+                deal_solvable[id(slot)] = slot.failed or self.calls.solvable(slot.info)
                 slots.append(slot)
             finished = self._step_all(slots, stats, train=False)
-            returns.extend(sum(s.reward for s in episode) for _, episode in finished)
-            wins.extend(
-                episode_success(self.env_cfg.task, [s.reward for s in ep], ep[-1].terminated) for _, ep in finished
-            )
-            solvable.extend(deal_solvable.pop(id(slot)) for slot, _ in finished)
-            done = {id(slot) for slot, _ in finished}
+            failed = [(s, s.steps, False) for s in slots if s.failed]
+            lost += len(failed)
+            for slot, episode, success in finished + failed:
+                returns.append(sum(s.reward for s in episode))
+                wins.append(success)
+                solvable.append(deal_solvable.pop(id(slot)))
+            done = {id(slot) for slot, _, _ in finished + failed}
             slots = [s for s in slots if id(s) not in done]
         returns, solvable = np.array(returns), np.array(solvable, dtype=bool)
-        won = np.array(wins, dtype=bool)  # gym_cards: return > 0 (the paper's); ALFWorld: won
+        won = np.array(wins, dtype=bool)  # the task's success rule (Task.success)
         by_type = {f"eval/n/{t}": float(n) for t, n in stats.type_episodes.items()}
         by_type |= {f"eval/won/{t}": float(n) for t, n in stats.type_wins.items()}
+        by_type |= {"eval/failed_episodes": float(lost)} if lost else {}
         return by_type | {
             "eval/episodes": float(len(returns)),
             "eval/success": float(won.mean()),
             "eval/return": float(returns.mean()),
             "eval/invalid_frac": stats.invalid / max(stats.steps, 1),
-            # Points24 deals are not all solvable: success over the solvable ones is the fairer rate (issue 3).
+            # Where not every episode can be won (Task.solvable), success over the winnable ones is the fairer rate.
             "eval/solvable_frac": float(solvable.mean()),
             "eval/success_on_solvable": float(won[solvable].mean()) if solvable.any() else 0.0,
         }
+
+    def _eval_slot(self, index: int, seed: int) -> EnvSlot:
+        """A fresh env for one held-out episode, reset on `seed` (marked failed if a task hook fails)."""
+        slot = EnvSlot(None, index, seed=seed)
+        try:
+            slot.env = self.calls.make_env()
+        except EpisodeFailed as failure:
+            self._failed(slot, failure, train=False)
+            return slot
+        self._reset(slot, train=False)
+        return slot
 
     # ---- weights -----------------------------------------------------------------------------------------------
     def load_weights(self, payload: WeightsPayload) -> dict[str, float]:
@@ -277,7 +308,7 @@ class Stats:
 
     def __init__(self):
         self.steps = self.tokens = self.invalid = self.successes = 0
-        self.type_episodes: dict[str, int] = {}  # ALFWorld: episodes and wins per task type
+        self.type_episodes: dict[str, int] = {}  # episodes and wins per episode type (Task.episode_type)
         self.type_wins: dict[str, int] = {}
         self.gen_seconds = self.env_seconds = 0.0
         self.finished: list[list[StepRecord]] = []
@@ -288,11 +319,11 @@ class Stats:
         self.tokens += len(gen.response_ids)
         self.invalid += int(not valid)
 
-    def add_episode(self, success: bool, task_type: str | None) -> None:
+    def add_episode(self, success: bool, kind: str | None) -> None:
         self.successes += int(success)
-        if task_type:
-            self.type_episodes[task_type] = self.type_episodes.get(task_type, 0) + 1
-            self.type_wins[task_type] = self.type_wins.get(task_type, 0) + int(success)
+        if kind:
+            self.type_episodes[kind] = self.type_episodes.get(kind, 0) + 1
+            self.type_wins[kind] = self.type_wins.get(kind, 0) + int(success)
 
     def metrics(self, version: int, counters: dict) -> dict[str, float]:
         returns = [sum(s.reward for s in ep) for ep in self.finished]

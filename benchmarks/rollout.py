@@ -24,15 +24,15 @@ class RL4VLMLoop:
     """One env, HF generate at batch 1, a separate scoring forward for log-probs and value; synchronous."""
 
     def __init__(self, model_path: str, env_cfg: EnvConfig, cfg: RolloutConfig, seed: int = 0):
-        from envs import TASKS, make_env
+        from envs.registry import resolve_task
         from models.policy import PolicyWithValue, load_policy
         from models.tokenizer import banned_token_ids
 
         vlm, self.processor, value_head = load_policy(model_path)
         self.model = PolicyWithValue(vlm, value_head).eval()
         self.env_cfg, self.cfg = env_cfg, cfg
-        self.task = TASKS[env_cfg.task]
-        self.env = make_env(env_cfg.task)
+        self.task = resolve_task(env_cfg.task)
+        self.env = self.task.make_env()
         self.banned = [[i] for i in banned_token_ids(self.processor.tokenizer)]
         self.rng = np.random.default_rng(seed)
         self.seed = seed
@@ -44,13 +44,12 @@ class RL4VLMLoop:
     def run(self, steps: int) -> dict[str, float]:
         from PIL import Image
 
-        from envs.parsing import parse_action
-        from envs.prompts import chat_prompt, task_prompt
+        from envs.prompts import chat_prompt
         from learner import ppo
 
         tokenizer, tokens = self.processor.tokenizer, 0
         for _ in range(steps):
-            prompt = chat_prompt(task_prompt(self.env_cfg.task, self.info, self.env_cfg.cot))
+            prompt = chat_prompt(self.task.prompt(self.info, self.env_cfg.cot))
             enc = self.processor(text=[prompt], images=[Image.fromarray(self.obs)], return_tensors="pt")
             out = self.model.vlm.generate(
                 **enc,
@@ -69,9 +68,9 @@ class RL4VLMLoop:
             logits, value = self.model(ids, torch.ones_like(ids), enc["pixel_values"], torch.tensor([P - 1]))
             logp = ppo.token_logprobs(logits[:, P - 1 : P - 1 + len(response)], ids[:, P:], self.cfg.temperature)
             text = tokenizer.decode(response, skip_special_tokens=True)
-            parsed = parse_action(text, self.task.action_names, self.rng, self.task.ten_rule)
+            parsed = self.task.parse(text, self.task.actions(self.info), self.rng)
             image = self.obs
-            self.obs, reward, terminated, truncated, self.info = self.env.step(parsed.action)
+            self.obs, reward, terminated, truncated, self.info = self.env.step(parsed.to_env())
             self.buffer.append(
                 {"image": image, "ids": ids, "logp": logp.sum().item(), "value": value.item(), "reward": float(reward)}
             )

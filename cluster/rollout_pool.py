@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from envs.task import TaskFailedError
 from models.weight_sync import WeightsMismatchError
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,8 @@ class RolloutPool:
             try:
                 result = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
+                if isinstance(error, TaskFailedError):  # the task fails every episode: a new actor would too
+                    raise
                 if kind == "collect":
                     self.counters["lost_collects"] += 1
                 self._replace(actor_id, generation, error)

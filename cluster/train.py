@@ -23,8 +23,10 @@ import ray
 from cluster import run_checkpoints
 from cluster.launch import System, cpus_needed, init_ray, launch, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
-from contracts.config import Config, parse_cli
+from contracts.config import Config
 from contracts.validation import ConfigError
+from envs.registry import check_task, task_config
+from envs.task import TaskError, TaskFailedError
 from models.checkpoint_files import ModelFilesError
 from models.families import UnsupportedModelError, family_of
 from models.weight_sync import WeightsMismatchError
@@ -90,7 +92,7 @@ def sft_wall_clock(model_path: str) -> float | None:
 
 
 def evaluate(system: System, cfg: Config, attempts: int = 3) -> dict[str, float]:
-    """Held-out seeds split over the rollout actors; success = episode return > 0 (the paper's metric).
+    """Held-out seeds split over the rollout actors; success is the task's rule (Task.success).
 
     A rollout actor that dies meanwhile is replaced and the evaluation runs again (all of it: the seeds of
     the lost part must be played by someone)."""
@@ -114,7 +116,7 @@ def evaluate(system: System, cfg: Config, attempts: int = 3) -> dict[str, float]
         raise RuntimeError(f"evaluation failed {attempts} times: rollout actors keep dying")
     total = sum(r["eval/episodes"] for r in results)
     keys = {k for r in results for k in r}
-    counts = {k for k in keys if k.startswith(("eval/n/", "eval/won/"))}  # ALFWorld per task type: summed
+    counts = {k for k in keys if k.startswith(("eval/n/", "eval/won/", "eval/failed"))}  # counts: summed
     out = {k: sum(r[k] * r["eval/episodes"] for r in results) / total for k in keys - counts}
     out |= {k: sum(r.get(k, 0.0) for r in results) for k in counts}
     out |= {f"eval/success/{k[7:]}": out[f"eval/won/{k[7:]}"] / out[k] for k in counts if k.startswith("eval/n/")}
@@ -127,7 +129,7 @@ def evaluate(system: System, cfg: Config, attempts: int = 3) -> dict[str, float]
 
 
 def success_by_type(sft_eval: dict, final_eval: dict) -> dict:
-    """ALFWorld: held-out success per task type at the SFT start and after RL (empty for gym_cards)."""
+    """Held-out success per episode type (Task.episode_type) at the SFT start and after RL (empty without)."""
     out = {}
     for name, ev in (("sft", sft_eval), ("final", final_eval)):
         rates = {k[len("eval/success/") :]: v for k, v in ev.items() if k.startswith("eval/success/")}
@@ -139,7 +141,7 @@ def success_by_type(sft_eval: dict, final_eval: dict) -> dict:
 
 def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[str, float]:
     """Sum the collect() metrics of several calls into rates for one logging step."""
-    total = {k: sum(r.get(k, 0.0) for r in results) for k in results[0]} if results else {}
+    total = {k: sum(r.get(k, 0.0) for r in results) for k in {k for r in results for k in r}}
     episodes = max(total.get("rollout/episodes", 0.0), 1.0)
     steps = total.get("rollout/env_steps", 0.0)
     return {
@@ -151,6 +153,7 @@ def summarize_rollouts(results: list[dict[str, float]], seconds: float) -> dict[
         "rollout/episodes": total.get("rollout/episodes", 0.0),
         "rollout/invalid_frac": total.get("rollout/invalid", 0.0) / max(steps, 1.0),
         "rollout/env_failures": total.get("rollout/env_failures", 0.0),  # collect() reports per-call counts
+        **{k: v for k, v in total.items() if k.startswith("rollout/failures/")},  # per task hook, when any
     }
 
 
@@ -158,14 +161,18 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("learner.sft").setLevel(logging.INFO)  # SFT progress shows while `make train` builds it
     try:
-        cfg, started = parse_cli(argv), time.perf_counter()
+        (cfg, task), started = task_config(argv), time.perf_counter()
+        check_task(task, cfg.env.eval_seed, cfg.env.cot)  # a broken task fails here, before Ray or any actor
     except ConfigError as error:  # one line per problem, no traceback; status 2 as for tyro's own usage errors
         print("\n".join(error.problems), file=sys.stderr)
+        raise SystemExit(2) from None
+    except TaskError as error:  # unknown task, import error, a hook that fails: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     notes = resolve_paths(cfg)  # model.path, run.out_dir, run.resume: absolute from here on, for every actor
     resume_dir, state = run_checkpoints.load(cfg.run.resume, cfg) if cfg.run.resume else (None, {})
     name = cfg.run.name or (resume_dir and run_checkpoints.run_dir_of(resume_dir).name)
-    name = name or f"{cfg.env.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = pathlib.Path(cfg.run.out_dir) / name
     print_paths(str(resume_dir / "model") if resume_dir else cfg.model.path, run_dir, notes)
     try:  # an unsupported or missing model fails here in one line, before Ray or any actor starts
@@ -338,6 +345,9 @@ def print_table(result: dict, run_dir: pathlib.Path) -> None:
 if __name__ == "__main__":
     try:
         main()
+    except TaskFailedError as error:  # a task whose episodes keep failing: its own message, not a Ray traceback
+        print(f"error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
+        raise SystemExit(4) from None
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -70,8 +70,9 @@ class LoRAConfig:
 
 @dataclass
 class EnvConfig:
-    task: Literal["numberline", "ezpoints", "points24", "blackjack", "alfworld"] = "numberline"
-    """Which gym_cards task to train on (each has a preset of the same name with its own checkpoint)."""
+    task: str = "numberline"
+    """The task: a built-in (numberline, ezpoints, points24, blackjack, alfworld; each has a preset of that name),
+    a name installed packages register (entry points rl4vlm.tasks), or package.module:attr (docs/tasks.md)."""
     cot: bool = True
     """Chain-of-thought prompt (paper) or the action-only prompt (the "w/o CoT" ablation)."""
     envs_per_actor: int = 16
@@ -80,6 +81,9 @@ class EnvConfig:
     """Base of the training seeds; each episode is reset with a fresh seed derived from it."""
     eval_seed: int = seeds.EVAL_SEED_BASE
     """Base of the held-out evaluation seeds (training seeds stay below it; `validate` checks)."""
+    max_consecutive_failures: int = 20
+    """Stop the run when this many episodes of one rollout actor fail in a row (a task hook raised: env reset or
+    step, prompt, parser); a failed episode is dropped, counted and logged, and the run goes on."""
 
 
 @dataclass
@@ -268,19 +272,17 @@ def numberline() -> Config:
     return Config()
 
 
-def _card_task(task: str, max_new_tokens: int, samples: int, vision_steps: int) -> Config:
+def _card_task(task: str, samples: int, vision_steps: int) -> Config:
     """A card task with the embedded tiny VLM: NumberLine's settings except where the task needs others.
 
     Kept from NumberLine: λ (ppo.cot_coef) 0.5, the paper's gym_cards value, and 256 env steps per update. The
     paper collected 1024 (EZPoints, Points24) and 512 (Blackjack) per update; at our ~8 env steps/s (README)
     25 updates of 1024 would need ~55 min of rollout alone, past run.time_budget_min, so the cosine schedule
     would never finish. max_new_tokens is the longest expert answer in the task's tokenizer (measured over
-    SFT demonstrations at noise 0, 0.45 and 1) plus ~40 %, as NumberLine's 96 is for its 56.
+    SFT demonstrations at noise 0, 0.45 and 1) plus ~40 %, as NumberLine's 96 is for its 56 (envs/builtin.py).
     """
     cfg = Config()
     cfg.env.task = task
-    cfg.model.path = f"checkpoints/{task}-sft"  # each task has its own tokenizer and model
-    cfg.rollout.max_new_tokens = max_new_tokens
     cfg.sft.samples = samples
     cfg.sft.vision_steps = vision_steps  # ~0.1 s a step
     return cfg
@@ -293,7 +295,7 @@ def ezpoints() -> Config:
     per-frame image processing (nearly every card frame is distinct): ~8 min on 2 cores, NumberLine ~5.
     Vision pre-training read both ranks perfectly within 200 steps (measured), NumberLine's default.
     """
-    return _card_task("ezpoints", max_new_tokens=128, samples=5000, vision_steps=200)
+    return _card_task("ezpoints", samples=5000, vision_steps=200)
 
 
 def points24() -> Config:
@@ -302,7 +304,7 @@ def points24() -> Config:
     SFT as EZPoints (sequences ~430 tokens, ~1.1 s a step, plus the solver for every demonstration): ~8 min.
     Vision pre-training: four small cards read at 0.92 after 200 steps (measured), so twice that.
     """
-    return _card_task("points24", max_new_tokens=176, samples=5000, vision_steps=400)
+    return _card_task("points24", samples=5000, vision_steps=400)
 
 
 def blackjack() -> Config:
@@ -312,7 +314,7 @@ def blackjack() -> Config:
     Vision pre-training sat at chance for ~300 steps, then read the cards (0.96-1.0 per card at 500, the
     player's total 0.46 and rising; measured): 1000 steps, ~1.5 min more than NumberLine, ~6.5 min in all.
     """
-    return _card_task("blackjack", max_new_tokens=128, samples=SFTConfig.samples, vision_steps=1000)
+    return _card_task("blackjack", samples=SFTConfig.samples, vision_steps=1000)
 
 
 def alfworld() -> Config:
@@ -323,16 +325,12 @@ def alfworld() -> Config:
     2048 positions. Expert answers are at most 56 tokens: max_new_tokens 80. Evaluation plays each of the 120
     generated unseen-floor-plan games up to 30 (5 per task type; --run.eval-episodes 120 plays each once). Env
     steps cost ~0.05 s and prompts are ~3x a card task's, so fewer env copies, samples and updates fit the
-    2-core time budget.
+    2-core time budget. λ, max_new_tokens, 128 steps per update and the path are the task's (envs/alfworld/task.py).
     """
     cfg = Config()
     cfg.env.task = "alfworld"
     cfg.env.envs_per_actor = 8
-    cfg.model.path = "checkpoints/alfworld-sft"
     cfg.model.shape.max_positions = 2048
-    cfg.rollout.max_new_tokens = 80
-    cfg.ppo.cot_coef = 0.2
-    cfg.ppo.steps_per_update = 128
     cfg.run.total_updates = 8
     cfg.run.eval_every = 0
     cfg.run.eval_episodes = 30  # 5 unseen games per task type: an episode the policy loses runs all 50 steps
@@ -389,10 +387,13 @@ PRESETS = {
 }
 
 
-def parse_cli(args: list[str] | None = None) -> Config:
-    """The preset named first in `args` with its overrides, validated. tyro exits with status 2 on an unknown
-    flag or a value of the wrong type; a value out of its range raises contracts.validation.ConfigError (a
-    ValueError) listing every problem, which cluster/train.py prints one per line before exiting with 2."""
+def parse_cli(args: list[str] | None = None, task_defaults=None) -> Config:
+    """The preset named first in `args` (or the task's), the task's defaults (contracts/task_defaults.py) and the
+    flags, validated. tyro exits 2 on an unknown flag or a wrong type; a value out of range raises ConfigError
+    (a ValueError) listing every problem, which cluster/train.py prints one per line before exiting with 2."""
     import tyro
 
-    return tyro.extras.overridable_config_cli(PRESETS, args=args).validate()
+    from contracts.task_defaults import presets_for
+
+    args, presets = presets_for(PRESETS, args, task_defaults, Config())
+    return tyro.extras.overridable_config_cli(presets, args=args).validate()

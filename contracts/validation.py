@@ -141,6 +141,8 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ),
     ("env.seed", _ge(0), "must be >= 0"),
     ("env.eval_seed", _ge(0), "must be >= 0"),
+    ("env.task", lambda v: bool(v.strip()), "must name a task: a built-in, an installed one or package.module:attr"),
+    ("env.max_consecutive_failures", _ge(1), "must be >= 1"),
     # model
     ("model.path", bool, "must name a checkpoint folder"),
     *(
@@ -260,13 +262,6 @@ def check_seeds(c: Checker) -> None:
             lambda v: last <= seeds.SFT_SEED_BASE,
             f"held-out seeds up to {last} would reach the SFT "
             f"demonstration seeds ({seeds.SFT_SEED_BASE}); lower eval_seed or run.eval_episodes",
-        )
-    if c.fine("env.task", "env.eval_seed") and cfg.env.task == "alfworld":
-        base = seeds.EVAL_SEED_BASE
-        c(
-            "env.eval_seed",
-            lambda v: v >= base,
-            f"must be >= {base}: ALFWorld plays unseen games only for seeds in [{base}, {2 * base})",
         )
 
 

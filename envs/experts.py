@@ -8,28 +8,25 @@ and the paper's sampling temperature 0.2 sharpens that, so SFT success lands wel
 push the action distribution the rest of the way (numbers on issue 2 and in the README).
 
 The card tasks (EZPoints, Points24, Blackjack; the section below) follow the same recipe with the formula
-solvers and Blackjack basic strategy of envs/solvers.py as experts. `EXPERTS` at the end is the per-task table
-the SFT warm start reads (expert, answer writer, perception labels, tokenizer corpus).
+solvers and Blackjack basic strategy of envs/solvers.py as experts. The last section has the perception labels
+and tokenizer corpora; envs/builtin.py puts all of it into the built-in Tasks (envs/task.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from contracts.seeds import CORPUS_SEED_BASE
-from envs import TASKS, make_env
-from envs.alfworld import expert as alfworld_expert
 from envs.blackjack import ACTION_NAMES as BLACKJACK_ACTIONS
 from envs.cards import RANK_LABELS
 from envs.ezpoints import ACTION_NAMES as EZPOINTS_ACTIONS
 from envs.ezpoints import MAX_LEN as EZPOINTS_MAX_LEN
 from envs.points24 import ACTION_NAMES as POINTS24_ACTIONS
 from envs.points24 import MAX_LEN as POINTS24_MAX_LEN
-from envs.prompts import chat_prompt, task_prompt
+from envs.prompts import chat_prompt, numberline_prompt
 from envs.solvers import EZPOINTS_OPS, POINTS24_OPS, basic_strategy, continuation, is_solved, next_formula_token
 
 
@@ -207,30 +204,14 @@ def blackjack_response(info: dict, action: int, cot: bool = True) -> str:
     return f' {{\n "thoughts": {json.dumps(_blackjack_thoughts(info))}, \n"action": "{name}" \n}}'
 
 
-# ---- the per-task table the SFT warm start reads (learner/sft.py) ---------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskExpert:
-    """Everything SFT needs to know about one task, so learner/sft.py has no per-task branches."""
-
-    noisy_action: Callable[[dict, float, np.random.Generator], int | str]
-    """The demonstration's action (an index; ALFWorld: a command): the expert's with probability 1 - noise."""
-    response: Callable[[dict, int, bool], str]
-    """(info, action, cot) -> the answer text for that state and action."""
-    labels: Callable[[dict], list[int]]
-    """What the image shows, one class index per slot: the targets of the vision tower's pre-training."""
-    label_classes: tuple[int, ...]
-    """How many classes each slot of `labels` has (fixed, so a sample that misses a rank cannot shrink a head)."""
-    corpus: Callable[[], list[str]]
-    """Every string the task's prompts and answers are made of: the tokenizer's BPE training text."""
-
+# ---- perception labels and tokenizer corpora (envs/builtin.py puts them into the built-in Tasks) ---------
 
 _RANKS = {label: rank for rank, label in RANK_LABELS.items()} | {str(r): r for r in range(2, 11)}
 RANK_CLASSES = 13
 NO_CARD = RANK_CLASSES  # the class of an empty Blackjack card slot
 BLACKJACK_VISIBLE_CARDS = 4  # the fifth player card is drawn off the canvas (envs/blackjack.py)
 BLACKJACK_MAX_SUM = 21  # demonstrations are pre-action states: a busted hand has already ended its episode
+BLACKJACK_LABEL_CLASSES = (RANK_CLASSES, *(RANK_CLASSES + 1,) * BLACKJACK_VISIBLE_CARDS, BLACKJACK_MAX_SUM + 1)
 
 
 def _rank_class(label: str) -> int:
@@ -238,11 +219,15 @@ def _rank_class(label: str) -> int:
     return _RANKS[label] - 1
 
 
-def _card_labels(info: dict) -> list[int]:
+def numberline_labels(info: dict) -> list[int]:
+    return [info["current"], info["target"]]
+
+
+def card_labels(info: dict) -> list[int]:
     return [_rank_class(rank) for rank, _ in info["cards"]]
 
 
-def _blackjack_labels(info: dict) -> list[int]:
+def blackjack_labels(info: dict) -> list[int]:
     """Dealer's up-card, the player's visible cards (NO_CARD when fewer) and the player's total.
 
     The total is what the CoT must state. With five or more cards (rare) it includes cards the frame does not
@@ -253,12 +238,12 @@ def _blackjack_labels(info: dict) -> list[int]:
     return [_rank_class(info["dealer_hand"][0][0]), *player, info["player_sum"]]
 
 
-def _numberline_corpus() -> list[str]:
+def numberline_corpus() -> list[str]:
     """Both prompts and every answer over all states and actions (NumberLine has only 6 x 6 states).
 
     Kept exactly as it was before the card tasks existed: the measured NumberLine runs used this tokenizer.
     """
-    texts = [chat_prompt(task_prompt("numberline", {}, cot)) for cot in (True, False)]
+    texts = [chat_prompt(numberline_prompt({}, cot)) for cot in (True, False)]
     for c in range(6):
         for t in range(6):
             for a in (0, 1):
@@ -273,50 +258,18 @@ CORPUS_NOISE = (0.0, 0.45, 1.0)
 invalid-card markers, formulas up to the length cap), so the prompts carrying them belong in the corpus too."""
 
 
-def _episode_corpus(task: str, episodes: int = CORPUS_EPISODES) -> list[str]:
+def episode_corpus(env, best: Callable, n_actions: int, prompt: Callable, response: Callable) -> list[str]:
     """The card tasks' states cannot be enumerated: every prompt (CoT and action-only) and answer of
-    `episodes` seeded episodes played at the noise levels of CORPUS_NOISE in turn."""
-    expert, env, rng, texts = EXPERTS[task], make_env(task), np.random.default_rng(0), []
-    for episode in range(episodes):
+    CORPUS_EPISODES seeded episodes of `env`, played by the expert `best` at the noise levels of CORPUS_NOISE in
+    turn (a wrong action is any other one, uniformly: the SFT confusers would end every noisy episode at once)."""
+    rng, texts = np.random.default_rng(0), []
+    for episode in range(CORPUS_EPISODES):
         _, info = env.reset(seed=CORPUS_SEED_BASE + episode)
         noise, done = CORPUS_NOISE[episode % len(CORPUS_NOISE)], False
-        while not done:  # any other action, uniformly (the SFT confusers would end every noisy episode at once)
-            action = noisy_action(_CORPUS_EXPERTS[task](info), len(TASKS[task].action_names), noise, rng)
+        while not done:
+            action = noisy_action(best(info), n_actions, noise, rng)
             for cot in (True, False):
-                texts += [chat_prompt(task_prompt(task, info, cot)), expert.response(info, action, cot)]
+                texts += [chat_prompt(prompt(info, cot)), response(info, action, cot)]
             _, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
     return texts
-
-
-_CORPUS_EXPERTS = {"ezpoints": ezpoints_expert, "points24": points24_expert, "blackjack": blackjack_expert}
-
-EXPERTS = {
-    "numberline": TaskExpert(
-        noisy_numberline_action,
-        numberline_response,
-        lambda info: [info["current"], info["target"]],
-        (6, 6),
-        _numberline_corpus,
-    ),
-    "ezpoints": TaskExpert(
-        noisy_ezpoints_action, ezpoints_response, _card_labels, (RANK_CLASSES,) * 2, lambda: _episode_corpus("ezpoints")
-    ),
-    "points24": TaskExpert(
-        noisy_points24_action, points24_response, _card_labels, (RANK_CLASSES,) * 4, lambda: _episode_corpus("points24")
-    ),
-    "alfworld": TaskExpert(
-        alfworld_expert.noisy_action,
-        alfworld_expert.response,
-        alfworld_expert.labels,
-        alfworld_expert.LABEL_CLASSES,
-        alfworld_expert.corpus,
-    ),
-    "blackjack": TaskExpert(
-        noisy_blackjack_action,
-        blackjack_response,
-        _blackjack_labels,
-        (RANK_CLASSES, *(RANK_CLASSES + 1,) * BLACKJACK_VISIBLE_CARDS, BLACKJACK_MAX_SUM + 1),
-        lambda: _episode_corpus("blackjack"),
-    ),
-}

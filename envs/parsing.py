@@ -27,6 +27,12 @@ class ParsedAction:
     """"ok", "not_text", "no_match", "ambiguous" or "empty"."""
     command: str = ""
     """ALFWorld: the command sent to the env (an admissible one, or the raw text when nothing matched)."""
+    env_action: object = None
+    """What `env.step` receives; None means `action` itself (an index into a Discrete env's action list)."""
+
+    def to_env(self):
+        """The env action: `env_action` when the parser set one, else the index `action`."""
+        return self.action if self.env_action is None else self.env_action
 
 
 def parse_action(text, action_names: tuple[str, ...], rng: np.random.Generator, ten_rule: bool = False):
@@ -62,18 +68,20 @@ def parse_command(text, admissible: list[str], rng: np.random.Generator) -> Pars
     s = text.lower().strip()
     if not s:
         i = int(rng.integers(len(admissible))) if admissible else -1
-        return ParsedAction(i, False, "empty", admissible[i] if i >= 0 else "")
+        command = admissible[i] if i >= 0 else ""
+        return ParsedAction(i, False, "empty", command, command)
     at = s.find(ACTION_MARKER)
     tail = s[at + len(ACTION_MARKER) :] if at >= 0 else s[-30:]
     quoted = re.match(r'\s*"([^"]*)"', tail)
     lowered = [c.lower() for c in admissible]
     if quoted and quoted.group(1).strip() in lowered:
         i = lowered.index(quoted.group(1).strip())
-        return ParsedAction(i, True, "ok", admissible[i])
+        return ParsedAction(i, True, "ok", admissible[i], admissible[i])
     for i, c in enumerate(lowered):
         if re.search(rf"(?<![a-z0-9]){re.escape(c)}(?![a-z0-9])", tail):
-            return ParsedAction(i, True, "ok", admissible[i])
-    return ParsedAction(-1, False, "no_match", tail.strip().strip('"{} ').strip() or s)
+            return ParsedAction(i, True, "ok", admissible[i], admissible[i])
+    raw = tail.strip().strip('"{} ').strip() or s
+    return ParsedAction(-1, False, "no_match", raw, raw)
 
 
 def action_start_index(token_texts: Sequence[str]) -> int:

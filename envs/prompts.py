@@ -1,7 +1,8 @@
 """The paper's prompts (spec §3), exactly as its code renders them, and the llava_v1 chat wrapper.
 
 Each task has a chain-of-thought prompt and an action-only variant (the "w/o CoT" ablation). The prompt is a
-pure function of the env's info, so the rollout actor can store the exact prompt of every step.
+pure function of the env's info, so the rollout actor can store the exact prompt of every step. Each built-in
+Task (envs/builtin.py, envs/alfworld/task.py) takes its `prompt` hook from here.
 """
 
 from __future__ import annotations
@@ -95,19 +96,27 @@ def formula_text(info: dict | None) -> str:
     return "".join(str(token) for token in (info or {}).get("formula", ()))
 
 
-def task_prompt(task: str, info: dict, cot: bool = True) -> str:
-    """The paper's question text `qs` for `task` given the env's latest info."""
-    if task == "numberline":
-        return NUMBERLINE_COT if cot else NUMBERLINE_ACTION_ONLY
-    if task == "blackjack":
-        return BLACKJACK_COT if cot else BLACKJACK_ACTION_ONLY
-    if task == "ezpoints":
-        return formula_prompt(EZPOINTS_INTRO, EZPOINTS_CHOICES, 12, EZPOINTS_COT_FIELDS, formula_text(info), cot)
-    if task == "points24":
-        return formula_prompt(POINTS24_INTRO, POINTS24_CHOICES, 24, POINTS24_COT_FIELDS, formula_text(info), cot)
-    if task == "alfworld":
-        return alfworld_prompt(info, cot)
-    raise KeyError(f"no prompt for task {task!r}")
+def numberline_prompt(info: dict, cot: bool = True) -> str:
+    return NUMBERLINE_COT if cot else NUMBERLINE_ACTION_ONLY
+
+
+def blackjack_prompt(info: dict, cot: bool = True) -> str:
+    return BLACKJACK_COT if cot else BLACKJACK_ACTION_ONLY
+
+
+def ezpoints_prompt(info: dict, cot: bool = True) -> str:
+    return formula_prompt(EZPOINTS_INTRO, EZPOINTS_CHOICES, 12, EZPOINTS_COT_FIELDS, formula_text(info), cot)
+
+
+def points24_prompt(info: dict, cot: bool = True) -> str:
+    return formula_prompt(POINTS24_INTRO, POINTS24_CHOICES, 24, POINTS24_COT_FIELDS, formula_text(info), cot)
+
+
+def task_prompt(task, info: dict, cot: bool = True) -> str:
+    """The question text `qs` of `task` (a Task, or a name/reference envs/registry.py resolves) for `info`."""
+    from envs.registry import resolve_task
+
+    return resolve_task(task).prompt(info, cot)
 
 
 def chat_prompt(question: str) -> str:

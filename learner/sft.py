@@ -2,9 +2,11 @@
 
     python -m learner.sft --task ezpoints     (-> checkpoints/ezpoints-sft; make train builds it when missing)
     python -m learner.sft --task blackjack --samples 2000 --shape.text-layers 2 --out /tmp/bj
+    python -m learner.sft --task examples.gridmaze.task:TASK
 
-Demonstrations come from episodes played by a noisy expert (envs/experts.py): the image is read correctly in
-the CoT, the action is wrong with probability `action_noise`. The loss covers response tokens only.
+Demonstrations come from episodes played by the task's noisy expert (Task.expert, envs/task.py): the image is
+read correctly in the CoT, the action is wrong with probability `action_noise`. The loss covers response tokens
+only. Everything task-specific comes from the Task: env, prompt, expert, perception labels, tokenizer corpus.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import logging
 import pathlib
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -25,11 +26,13 @@ import torch
 import tyro
 from PIL import Image
 
-from contracts.config import EnvConfig, ModelConfig, SFTConfig, TinyVLMShape
-from contracts.seeds import SFT_SEED_BASE
-from envs import make_env
-from envs.experts import EXPERTS, TaskExpert
-from envs.prompts import chat_prompt, task_prompt
+from contracts.config import ModelConfig, SFTConfig, TinyVLMShape
+from contracts.seeds import CORPUS_SEED_BASE, SFT_SEED_BASE
+from contracts.task_defaults import GENERIC_PRESET
+from contracts.validation import ConfigError
+from envs.prompts import chat_prompt
+from envs.registry import resolve_task, task_config
+from envs.task import Expert, Task, TaskError
 from learner.batch import pad_prompt_response
 from models.families import chat_format, family_of_model, image_token_id
 from models.policy import ValueHead, load_policy, save_policy
@@ -39,42 +42,47 @@ from models.tokenizer import build_tokenizer
 log = logging.getLogger(__name__)
 
 
-def demonstrations(task: str, n: int, noise: float, seed: int, cot: bool = True, chat=chat_prompt):
-    """`n` (image, prompt, response, info) tuples from noisy-expert episodes; `chat` puts the question into the
-    model's chat template (models/families.py `chat_format`; the embedded model's llava_v1 by default).
+def demonstrations(task: str | Task, n: int, noise: float, seed: int, cot: bool = True, chat=chat_prompt):
+    """`n` (image, prompt, response, info) tuples from noisy-expert episodes of `task` (a Task or a reference);
+    `chat` puts the question into the model's chat template (models/families.py `chat_format`; the embedded
+    model's llava_v1 by default).
 
-    The prompt is built from the info the image was rendered with, so EZPoints/Points24 prompts show the
-    formula of that very step (an episode's first prompt shows its own empty formula).
+    The prompt is built from the info the image was rendered with, so each prompt describes the state of that
+    very step (an episode's first prompt its own first state). Episode k of `seed` is reset with
+    SFT_SEED_BASE + seed * 10**6 + k (contracts/seeds.py): never a training, held-out or corpus seed.
     """
+    task = resolve_task(task)
     expert = _expert(task)
-    env, rng, out, episode = make_env(task), np.random.default_rng(seed), [], 0
+    env, rng, out, episode = task.make_env(), np.random.default_rng(seed), [], 0
     while len(out) < n:
         obs, info = env.reset(seed=SFT_SEED_BASE + seed * 10**6 + episode)
         episode += 1
         done = False
         while not done and len(out) < n:
-            action = expert.noisy_action(info, noise, rng)
-            prompt, response = chat(task_prompt(task, info, cot)), expert.response(info, action, cot)
+            action = expert.act(info, noise, rng)
+            prompt, response = chat(task.prompt(info, cot)), expert.response(info, action, cot)
             out.append((obs, prompt, response, dict(info)))
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
     return out
 
 
-def _expert(task: str) -> TaskExpert:
-    if task not in EXPERTS:
-        raise NotImplementedError(f"no SFT expert for {task!r}; known: {sorted(EXPERTS)}")
-    return EXPERTS[task]
+def _expert(task: Task) -> Expert:
+    if task.expert is None:
+        raise TaskError(f"task {task.name} has no SFT expert (Task.expert): give --model.path a checkpoint instead")
+    return task.expert
 
 
-def perception_labels(task: str, info: dict) -> list[int]:
-    """The symbolic state an image shows, one class label per slot (NumberLine: current and target, 0..5)."""
-    return _expert(task).labels(info)
+def perception_labels(task: str | Task, info: dict) -> list[int] | None:
+    """The symbolic state an image shows, one class label per slot (Task.perception); None without labels."""
+    task = resolve_task(task)
+    return None if task.perception is None else list(task.perception.labels(info))
 
 
-def perception_classes(task: str) -> tuple[int, ...]:
-    """Number of classes of each slot of `perception_labels`."""
-    return _expert(task).label_classes
+def perception_classes(task: str | Task) -> tuple[int, ...]:
+    """Number of classes of each slot of `perception_labels` (empty without labels)."""
+    task = resolve_task(task)
+    return () if task.perception is None else tuple(task.perception.classes)
 
 
 def frame_statistics(frames: list[np.ndarray], max_frames: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +106,7 @@ def pretrain_vision(
     hidden = tower.config.hidden_size
     num_slots, width = len(num_classes), max(num_classes)
     # One head of num_slots x width logits; classes a slot does not have are masked out of its softmax.
-    # With equal class counts (NumberLine) the mask is empty and this is the plain per-slot softmax.
+    # With equal class counts in every slot the mask is empty and this is the plain per-slot softmax.
     invalid = torch.arange(width)[None, :] >= torch.tensor(num_classes)[:, None]  # (slots, width)
     heads = torch.nn.Linear(hidden, num_slots * width)
     params = list(tower.parameters()) + list(heads.parameters())
@@ -122,19 +130,43 @@ def pretrain_vision(
     return float(np.mean(accs[-20:]))
 
 
-def tokenizer_corpus(task: str) -> list[str]:
-    """Every string the task's prompts and answers are made of (the BPE merges are learned from these)."""
-    return _expert(task).corpus()
+def tokenizer_corpus(task: str | Task) -> list[str]:
+    """Every string the task's prompts and answers are made of (the BPE merges are learned from these):
+    Task.corpus, or without one `expert_corpus`."""
+    task = resolve_task(task)
+    return task.corpus() if task.corpus is not None else expert_corpus(task)
+
+
+CORPUS_EPISODES, CORPUS_NOISE = 200, (0.0, 0.45, 1.0)
+
+
+def expert_corpus(task: Task, episodes: int = CORPUS_EPISODES) -> list[str]:
+    """The default tokenizer corpus: both prompt variants (in the embedded model's chat template) and the expert's
+    answers of `episodes` seeded episodes, played at the noise levels of CORPUS_NOISE in turn, so the prompts of
+    states a poor policy reaches are in it too."""
+    expert, env, rng, texts = _expert(task), task.make_env(), np.random.default_rng(0), []
+    for episode in range(episodes):
+        _, info = env.reset(seed=CORPUS_SEED_BASE + episode)
+        noise, done = CORPUS_NOISE[episode % len(CORPUS_NOISE)], False
+        while not done:
+            action = expert.act(info, noise, rng)
+            for cot in (True, False):
+                texts += [chat_prompt(task.prompt(info, cot)), expert.response(info, action, cot)]
+            _, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+    return texts
 
 
 Example = tuple[torch.Tensor, list[int], list[int]]
 """One demonstration as trained on: pixel values (3, H, W), prompt ids (image expanded), response ids + EOS."""
 
 
-def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, cot: bool = True) -> dict:
-    """Build the tokenizer and tiny VLM for `task`, pre-train its vision tower, fine-tune it on noisy-expert
-    demonstrations and save it (HF format, with a fresh value head) to `out_dir`. Returns the run's info."""
+def train_sft(task: str | Task, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, cot: bool = True) -> dict:
+    """Build the tokenizer and tiny VLM for `task`, pre-train its vision tower (when the task has perception
+    labels), fine-tune it on noisy-expert demonstrations and save it (HF format, with a fresh value head) to
+    `out_dir`. Returns the run's info."""
     t0 = time.perf_counter()
+    task = resolve_task(task)
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(tokenizer_corpus(task), model_cfg.shape.vocab_size)
     vlm = build_tiny_llava(tokenizer, model_cfg.shape, seed=cfg.seed)
@@ -142,13 +174,18 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
     mean, std = frame_statistics([img for img, *_ in demos])
     processor = build_processor(tokenizer, model_cfg.shape, mean, std)
     examples = _examples(demos, processor)
-    unique = {id(x): (x, perception_labels(task, info)) for (x, _, _), (*_, info) in zip(examples, demos)}
-    frames, labels = zip(*unique.values())  # each distinct frame once (the pixel cache shares tensors)
-    vision_acc = pretrain_vision(vlm, list(frames), list(labels), perception_classes(task), cfg.vision_steps, cfg.seed)
-    log.info("vision pre-training: %d steps, state accuracy %.3f", cfg.vision_steps, vision_acc)
+    vision_acc = None
+    if task.perception is not None:
+        unique = {id(x): (x, perception_labels(task, info)) for (x, _, _), (*_, info) in zip(examples, demos)}
+        frames, labels = zip(*unique.values())  # each distinct frame once (the pixel cache shares tensors)
+        classes = perception_classes(task)
+        vision_acc = pretrain_vision(vlm, list(frames), list(labels), classes, cfg.vision_steps, cfg.seed)
+        log.info("vision pre-training: %d steps, state accuracy %.3f", cfg.vision_steps, vision_acc)
+    else:
+        log.info("task %s has no perception labels: no vision pre-training", task.name)
     losses, reads, step = _fine_tune(vlm, examples, tokenizer, cfg)
     info = {
-        "task": task,
+        "task": task.name,
         "sft_samples": len(examples),
         "action_noise": cfg.action_noise,
         "steps": step,
@@ -163,7 +200,7 @@ def train_sft(task: str, out_dir: str, model_cfg: ModelConfig, cfg: SFTConfig, c
 
 
 def _examples(demos, processor) -> list[Example]:
-    """Demonstrations as token ids and pixel values; equal frames share one tensor (NumberLine has 30)."""
+    """Demonstrations as token ids and pixel values; equal frames share one tensor (few states, few frames)."""
     pixel_cache: dict[bytes, torch.Tensor] = {}
 
     def pixels(img: np.ndarray) -> torch.Tensor:
@@ -188,11 +225,12 @@ def _examples(demos, processor) -> list[Example]:
     ]
 
 
-def finetune_checkpoint(task: str, base: str, out_dir: str, cfg: SFTConfig, cot: bool = True) -> dict:
+def finetune_checkpoint(task: str | Task, base: str, out_dir: str, cfg: SFTConfig, cot: bool = True) -> dict:
     """SFT of an existing HF checkpoint of any supported family (models/families.py) on the task's noisy-expert
     demonstrations, in the checkpoint's own chat template and image inputs (the paper SFTs LLaVA-1.6 before
     PPO). No vision pre-training: a real checkpoint brings its own. Saves to `out_dir` with a value head."""
     t0 = time.perf_counter()
+    task = resolve_task(task)
     torch.manual_seed(cfg.seed)
     vlm, processor, value_head = load_policy(base)
     family, token = family_of_model(vlm), image_token_id(vlm.config)
@@ -213,7 +251,7 @@ def finetune_checkpoint(task: str, base: str, out_dir: str, cfg: SFTConfig, cot:
 
     losses, reads, step = _fine_tune(vlm, examples, tokenizer, cfg, inputs)
     info = {
-        "task": task,
+        "task": task.name,
         "base": str(base),
         "sft_samples": len(examples),
         "action_noise": cfg.action_noise,
@@ -232,9 +270,9 @@ def _fine_tune(vlm, examples: list, tokenizer, cfg: SFTConfig, inputs=None) -> t
 
     Returns the loss and reading accuracy of every step, and the number of steps.
     """
-    # The first two digits of an answer are its reading of the image (NumberLine: current and target; the card
-    # tasks: the first card values, Blackjack's player cards or total): their teacher-forced accuracy tells
-    # whether the vision path learned anything, which the loss alone hides.
+    # The first two digits of an answer are usually its reading of the image (the built-in tasks: the numbers or
+    # card values it sees): their teacher-forced accuracy tells whether the vision path learned anything, which
+    # the loss alone hides (for an answer without digits it is simply not measured).
     digit_ids = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
     steps = cfg.epochs * (len(examples) // cfg.batch_size)
     opt = torch.optim.AdamW(vlm.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -295,17 +333,15 @@ def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float
     return hits / max(total, 1)
 
 
-Task = typing.get_type_hints(EnvConfig)["task"]
-"""The task names, as the run config spells them."""
-
-
 @dataclass
 class SFTCommand:
-    """Build the tiny VLM for a task and fine-tune it on noisy-expert demonstrations. Every default is the
-    task preset's (contracts/config.py), so `make sft` builds what `make train` would."""
+    """Build the tiny VLM for a task and fine-tune it on noisy-expert demonstrations. Every default is what
+    `python -m cluster.train --env.task TASK` resolves (preset and task defaults), so `make sft` builds what
+    `make train` would."""
 
-    task: Task = "numberline"
-    """Task whose preset gives the defaults of every other flag (`--help` after `--task` shows them)."""
+    task: str = GENERIC_PRESET
+    """Task whose run config gives the defaults of every other flag (`--help` after `--task` shows them): a
+    built-in name, an installed task's name or package.module:attr (docs/tasks.md)."""
     out: str = ""
     """Checkpoint folder (the preset's model.path, where `make train` looks for it)."""
     base: str = ""
@@ -317,31 +353,31 @@ class SFTCommand:
 
 
 def parse_cli(argv: list[str] | None = None) -> SFTCommand:
-    """Two passes of tyro: the first reads only --task, whose preset then supplies the second's defaults."""
-    from contracts.config import PRESETS
+    """Two passes of tyro: the first reads only --task, whose run config then supplies the second's defaults."""
 
     @dataclass
     class TaskOnly:
-        task: Task = "numberline"
+        task: str = GENERIC_PRESET
 
     task = tyro.cli(TaskOnly, args=argv, return_unknown_args=True, add_help=False)[0].task
-    preset = PRESETS[task][1]
-    default = SFTCommand(task=task, out=preset.model.path, sft=preset.sft, shape=preset.model.shape)
+    try:
+        run = task_config(["--env.task", task])[0]
+    except (TaskError, ConfigError) as error:  # an unknown or broken task: one line, as the driver prints it
+        raise SystemExit(f"error: {error}") from None
+    default = SFTCommand(task=task, out=run.model.path, sft=run.sft, shape=run.model.shape)
     return tyro.cli(SFTCommand, args=argv, default=default, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from contracts.config import PRESETS
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cmd = parse_cli(argv)
-    preset = PRESETS[cmd.task][1]
+    run = task_config(["--env.task", cmd.task])[0]
     pathlib.Path(cmd.out).parent.mkdir(parents=True, exist_ok=True)
     if cmd.base:
-        finetune_checkpoint(cmd.task, cmd.base, cmd.out, cmd.sft, cot=preset.env.cot)
+        finetune_checkpoint(cmd.task, cmd.base, cmd.out, cmd.sft, cot=run.env.cot)
         return
-    model = dataclasses.replace(preset.model, path=cmd.out, shape=cmd.shape)
-    train_sft(cmd.task, cmd.out, model, cmd.sft, cot=preset.env.cot)
+    model = dataclasses.replace(run.model, path=cmd.out, shape=cmd.shape)
+    train_sft(cmd.task, cmd.out, model, cmd.sft, cot=run.env.cot)
 
 
 if __name__ == "__main__":

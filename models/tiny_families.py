@@ -54,12 +54,12 @@ def _tokenizer(family: str, vocab_size: int = 1024):
     """Byte-level BPE on the tasks' strings with the family's special tokens (ids are the family's own order)."""
     from transformers import PreTrainedTokenizerFast
 
-    from envs.experts import EXPERTS
+    from envs.experts import numberline_corpus
     from models.tokenizer import train_bpe
 
     qwen = family.startswith("qwen")
     specials = QWEN_SPECIALS if qwen else ["<unk>", "<s>", "</s>", "<image>", "<pad>", "[INST]", "[/INST]"]
-    tok = train_bpe(EXPERTS["numberline"].corpus(), vocab_size, specials)
+    tok = train_bpe(numberline_corpus(), vocab_size, specials)
     if qwen:
         return PreTrainedTokenizerFast(
             tokenizer_object=tok,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import TASKS, make_env
+from envs import make_env, resolve_task
 from envs.blackjack import ACTION_NAMES, HIT, STAND, BlackjackEnv, hand_total, score
+from envs.builtin import paper_parser
 from envs.cards import TABLE_GREEN, Card
 from envs.experts import blackjack_expert
 
@@ -33,7 +34,8 @@ def test_spaces_and_registry():
     env = BlackjackEnv()
     assert env.action_space.n == 2 and ACTION_NAMES == ("stand", "hit") and (STAND, HIT) == (0, 1)
     assert env.observation_space.shape == (300, 300, 3)
-    assert TASKS["blackjack"].action_names == ACTION_NAMES and not TASKS["blackjack"].ten_rule
+    assert resolve_task("blackjack").action_names == ACTION_NAMES
+    assert resolve_task("blackjack").parse is paper_parser
     assert isinstance(make_env("blackjack"), BlackjackEnv)
 
 

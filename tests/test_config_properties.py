@@ -24,6 +24,7 @@ SHAPE += ("vision_layers", "vision_heads", "image_size", "patch_size", "max_posi
 INTS = {  # path: (lowest valid, highest valid)
     "env.envs_per_actor": (1, 1000),
     "env.seed": (0, INF),
+    "env.max_consecutive_failures": (1, INF),
     "rollout.num_actors": (1, INF),
     "rollout.max_new_tokens": (1, INF),
     "rollout.steps_per_call": (1, INF),
@@ -79,7 +80,6 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "rollout.backend": ("vllm", "hf"),
     "run.mode": ("async", "sync"),
-    "env.task": ("numberline", "ezpoints", "points24", "blackjack", "alfworld"),
 }
 EVAL_BASE, SFT_BASE = 10**12, 2 * 10**12
 
@@ -133,7 +133,6 @@ def cross_problems(cfg: Config, fine) -> list[str]:
     )
     rule(("env.eval_seed", "env.seed", "rollout.num_actors"), lambda: e.eval_seed > e.seed + r.num_actors * 10**8)
     rule(("env.eval_seed", "run.eval_episodes"), lambda: e.eval_seed + cfg.run.eval_episodes <= SFT_BASE)
-    rule(("env.eval_seed", "env.task"), lambda: e.task != "alfworld" or e.eval_seed >= EVAL_BASE)
     rule(("model.shape.text_hidden", "model.shape.text_heads"), lambda: s.text_hidden % s.text_heads == 0)
     rule(("model.shape.vision_hidden", "model.shape.vision_heads"), lambda: s.vision_hidden % s.vision_heads == 0)
     rule(("model.shape.image_size", "model.shape.patch_size"), lambda: s.image_size >= s.patch_size)

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from envs import TASKS
+from envs import resolve_task
 from envs.arithmetic import MARKER
 from envs.blackjack import BlackjackEnv
 from envs.cards import Card
@@ -34,7 +34,7 @@ from envs.parsing import parse_action
 from envs.points24 import Points24Env
 from envs.solvers import basic_strategy
 
-NL = TASKS["numberline"].action_names
+NL = resolve_task("numberline").action_names
 PAIRS = [(c, t) for c in range(6) for t in range(6) if c != t]
 
 
@@ -174,7 +174,7 @@ def test_expert_recovers_after_an_invalid_card():
 
 def test_formula_expert_gives_up_when_the_formula_is_off_track():
     info = {"card_values": [10, 2], "formula": ["10", "*"], "cards": [("10", "H"), ("2", "S")]}
-    assert ezpoints_expert(info) == TASKS["ezpoints"].action_names.index("=")
+    assert ezpoints_expert(info) == resolve_task("ezpoints").action_names.index("=")
 
 
 def test_blackjack_expert_is_basic_strategy_from_visible_cards():
@@ -204,12 +204,13 @@ def sample_infos(task):
 @pytest.mark.parametrize("task", ["ezpoints", "points24", "blackjack"])
 @pytest.mark.parametrize("cot", [True, False])
 def test_every_response_is_json_and_parses_to_its_action(task, cot):
-    names = TASKS[task].action_names
+    spec = resolve_task(task)
+    names = spec.action_names
     for info in sample_infos(task):
         for action in range(len(names)):
             text = RESPONSES[task](info, action, cot=cot)
             assert json.loads(text)["action"] == names[action]
-            out = parse_action(text, names, np.random.default_rng(0), ten_rule=TASKS[task].ten_rule)
+            out = spec.parse(text, names, np.random.default_rng(0))
             assert (out.action, out.valid) == (action, True), text
 
 

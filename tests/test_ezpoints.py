@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import TASKS, make_env
+from envs import make_env, resolve_task
 from envs.arithmetic import MARKER
+from envs.builtin import ten_rule_parser
 from envs.cards import TABLE_GREEN, Card
 from envs.ezpoints import ACTION_NAMES, MAX_LEN, EZPointsEnv
 
@@ -42,7 +43,8 @@ def test_spaces_and_registry():
     env = EZPointsEnv()
     assert env.action_space.n == 13 and ACTION_NAMES[9] == "10" and ACTION_NAMES[10:] == ("+", "*", "=")
     assert env.observation_space.shape == (300, 300, 3) and env.observation_space.dtype == np.uint8
-    assert TASKS["ezpoints"].action_names == ACTION_NAMES and TASKS["ezpoints"].ten_rule
+    assert resolve_task("ezpoints").action_names == ACTION_NAMES
+    assert resolve_task("ezpoints").parse is ten_rule_parser
     assert isinstance(make_env("ezpoints"), EZPointsEnv)
 
 

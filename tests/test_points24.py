@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import TASKS, make_env
+from envs import make_env, resolve_task
 from envs.arithmetic import MARKER
+from envs.builtin import ten_rule_parser
 from envs.cards import TABLE_GREEN, Card
 from envs.points24 import ACTION_NAMES, MAX_LEN, Points24Env
 from envs.solvers import solve_points24
@@ -39,7 +40,8 @@ def test_spaces_and_registry():
     assert env.action_space.n == 17
     assert ACTION_NAMES[:10] == tuple(str(n) for n in range(1, 11))
     assert ACTION_NAMES[10:] == ("+", "-", "*", "/", "(", ")", "=")
-    assert TASKS["points24"].action_names == ACTION_NAMES and TASKS["points24"].ten_rule
+    assert resolve_task("points24").action_names == ACTION_NAMES
+    assert resolve_task("points24").parse is ten_rule_parser
     assert isinstance(make_env("points24"), Points24Env)
 
 

@@ -17,6 +17,7 @@ from envs.prompts import (
     formula_text,
     task_prompt,
 )
+from envs.task import TaskError
 
 # Copied verbatim from spec §3; there `\n` stands for a newline, so it is replaced below.
 SPEC_NUMBERLINE_COT = r"""You are playing a game called number line. You will see a target number and a current number in the image. And your goal is to move the current number closer to the target by choosing either adding or subtracting one to the current number. Your response should be a valid json file in the following format: \n{\n "current number": "x", \n"target number": "x", \n"thoughts": "{first read out the current and target number, then think carefully about which action to choose}", \n"action": "-" or "+" \n}""".replace(
@@ -62,7 +63,7 @@ def test_prompt_does_not_leak_state():
 
 
 def test_unknown_task_raises():
-    with pytest.raises(KeyError):
+    with pytest.raises(TaskError, match="unknown task 'no-such-task'"):
         task_prompt("no-such-task", {})
 
 

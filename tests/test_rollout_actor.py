@@ -6,6 +6,7 @@ prompt shows the formula of its own state) and ALFWorld (text actions, resets of
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -94,10 +95,10 @@ def test_training_seeds_distinct_and_eval_uses_held_out_seeds(tiny_model_path, s
     eval_seed = EnvConfig().eval_seed
     assert max(train_seeds.values()) < eval_seed
 
-    seen, real_make_env = [], rollout_actor.make_env
+    seen, real_make_env = [], actor.task.make_env
 
-    def recording_make_env(task):
-        env = real_make_env(task)
+    def recording_make_env():
+        env = real_make_env()
         real_reset = env.reset
 
         def reset(*, seed=None, options=None):
@@ -107,7 +108,7 @@ def test_training_seeds_distinct_and_eval_uses_held_out_seeds(tiny_model_path, s
         env.reset = reset
         return env
 
-    monkeypatch.setattr(rollout_actor, "make_env", recording_make_env)
+    monkeypatch.setattr(actor.calls, "task", dataclasses.replace(actor.task, make_env=recording_make_env))
     slots_before = [(s.seed, s.episodes, len(s.steps)) for s in actor.slots]
     stats_before = store.stats()
     out = actor.evaluate(5, seed_base=eval_seed)  # more episodes than envs: slots are refilled

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from contracts.config import PRESETS, ModelConfig, SFTConfig, TinyVLMShape, numberline
-from envs import TASKS, make_env
-from envs.experts import EXPERTS, blackjack_expert, ezpoints_expert, points24_expert
+from envs import make_env, resolve_task
+from envs.experts import blackjack_expert, ezpoints_expert, points24_expert
 from envs.numberline import NumberLineEnv
 from envs.parsing import parse_action
 from envs.prompts import chat_prompt, task_prompt
+from envs.registry import task_config
+from envs.task import TaskError
 from learner.sft import (
     SFT_SEED_BASE,
     demonstrations,
@@ -119,9 +121,9 @@ def test_noise_is_state_independent_rate():
 
 
 def test_unknown_task_raises():
-    with pytest.raises(NotImplementedError, match="no SFT expert"):
+    with pytest.raises(TaskError, match="unknown task"):
         demonstrations("no-such-task", 1, 0.0, 0)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(TaskError):
         tokenizer_corpus("no-such-task")
 
 
@@ -187,13 +189,14 @@ NUMBERLINE_REFERENCE = {
 
 # Config fields added after the measured runs; none changes what those runs did (placement, restarts, resume).
 ADDED_AFTER = {
-    "model": ("dtype", "base"),
+    "model": ("dtype", "base", "lora"),
     "rollout": (
         *("gpus_per_actor", "resources", "max_restarts", "max_backlog_updates"),
         *("gpu_memory_utilization", "cpu_kv_cache_gb", "max_model_len"),  # vLLM memory and length knobs
     ),
     "learner": ("gpus_per_rank", "resources", "placement_strategy"),
     "run": ("checkpoint_every", "keep_checkpoints", "resume"),
+    "env": ("max_consecutive_failures",),
 }
 
 
@@ -235,18 +238,18 @@ EXPERT = {"ezpoints": ezpoints_expert, "points24": points24_expert, "blackjack":
 def written_actions(task: str, demos, noise: float, seed: int) -> list[int]:
     """The actions `demonstrations` chose: the same noisy expert on the same infos with the same generator."""
     rng = np.random.default_rng(seed)
-    return [EXPERTS[task].noisy_action(info, noise, rng) for *_, info in demos]
+    return [resolve_task(task).expert.act(info, noise, rng) for *_, info in demos]
 
 
 @pytest.mark.parametrize("task", CARD_TASKS)
 @pytest.mark.parametrize("cot", [True, False])
 def test_demonstrations_parse_back_to_the_action_written(task, cot):
-    spec, noise = TASKS[task], 0.45
+    spec, noise = resolve_task(task), 0.45
     demos = demonstrations(task, 80, noise, seed=1, cot=cot)
     assert len(demos) == 80
     actions, rng = written_actions(task, demos, noise, 1), np.random.default_rng(0)
     for (_, prompt, response, info), action in zip(demos, actions):
-        parsed = parse_action(response, spec.action_names, rng, spec.ten_rule)
+        parsed = spec.parse(response, spec.action_names, rng)
         assert parsed.valid and parsed.reason == "ok", response
         assert parsed.action == action
         assert prompt == chat_prompt(task_prompt(task, info, cot))  # the prompt of the state the image shows
@@ -304,7 +307,7 @@ def test_task_tokenizer_covers_prompts_and_answers(task):
     for cot in (True, False):
         assert chat_prompt(task_prompt(task, {"formula": []}, cot)) in corpus
     tokenizer = build_tokenizer(corpus, ModelConfig().shape.vocab_size)
-    cap = PRESETS[task][1].rollout.max_new_tokens
+    cap = task_config([task])[0].rollout.max_new_tokens
     for cot in (True, False):
         for _, _, response, _ in demonstrations(task, 150, 1.0, seed=5, cot=cot):  # held-out seeds, near-random play
             ids = tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -330,10 +333,10 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(task, tmp_path):
 
 
 def test_each_task_has_its_own_checkpoint_and_sft_defaults():
-    paths = {PRESETS[t][1].model.path for t in ("numberline", *CARD_TASKS)}
+    paths = {task_config([t])[0].model.path for t in ("numberline", *CARD_TASKS)}
     assert len(paths) == 4
     for task in CARD_TASKS:
-        cfg = PRESETS[task][1]
+        cfg = task_config([task])[0]
         assert cfg.env.task == task and cfg.model.path == f"checkpoints/{task}-sft"
         assert cfg.ppo.cot_coef == 0.5
         # SFT at most ~10 min on 2 cores: NumberLine's 500 steps of 32 took ~5 min
@@ -349,7 +352,7 @@ def test_sft_main_uses_the_task_preset(monkeypatch, tmp_path):
     monkeypatch.setattr(sft, "train_sft", lambda *args, **kwargs: calls.append((args, kwargs)))
     sft.main(["--task", "points24"])
     (task, out, model, cfg), kwargs = calls[-1]
-    preset = PRESETS["points24"][1]
+    preset = task_config(["points24"])[0]
     assert (task, out, model, cfg, kwargs) == ("points24", preset.model.path, preset.model, preset.sft, {"cot": True})
     sft.main(["--task", "blackjack", "--out", str(tmp_path / "bj"), "--samples", "64"])
     (task, out, _, cfg), _ = calls[-1]
@@ -359,7 +362,7 @@ def test_sft_main_uses_the_task_preset(monkeypatch, tmp_path):
     # Every SFTConfig / TinyVLMShape field is a flag (tyro over the same dataclasses), the preset its default.
     sft.main(["--task", "ezpoints", "--lr", "5e-4", "--shape.text-layers", "1", "--out", str(tmp_path / "ez")])
     (task, out, model, cfg), _ = calls[-1]
-    assert cfg == dataclasses.replace(PRESETS["ezpoints"][1].sft, lr=5e-4)
+    assert cfg == dataclasses.replace(task_config(["ezpoints"])[0].sft, lr=5e-4)
     assert model.shape == TinyVLMShape(text_layers=1) and model.path == out == str(tmp_path / "ez")
     with pytest.raises(SystemExit):
         sft.main(["--task", "no-such-task"])

@@ -87,9 +87,10 @@ PRESET_NUMBERS = {
 
 
 def resolved(preset: str):
-    from contracts.config import parse_cli
+    """The config the driver runs for `python -m cluster.train <preset>` (before the Task API: parse_cli)."""
+    from envs.registry import task_config
 
-    return parse_cli([preset])
+    return task_config([preset])[0]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESET_NUMBERS))

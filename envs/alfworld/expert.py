@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from contracts.seeds import CORPUS_SEED_BASE
-from envs.prompts import chat_prompt, task_prompt
+from envs.prompts import alfworld_prompt, chat_prompt
 
 CORPUS_EPISODES = 36
 CORPUS_NOISE = (0.0, 0.3, 1.0)
@@ -54,16 +54,16 @@ def corpus() -> list[str]:
     object and receptacle name ALFRED has (unseen rooms hold names the train games may not)."""
     from alfworld.gen import constants
 
-    from envs import make_env
+    from envs.alfworld.env import AlfworldEnv
 
-    env, rng, texts = make_env("alfworld"), np.random.default_rng(0), []
+    env, rng, texts = AlfworldEnv(), np.random.default_rng(0), []
     for episode in range(CORPUS_EPISODES):
         _, info = env.reset(seed=CORPUS_SEED_BASE + episode)
         noise, done = CORPUS_NOISE[episode % len(CORPUS_NOISE)], False
         while not done:
             action = noisy_action(info, noise, rng)
             for cot in (True, False):
-                texts += [chat_prompt(task_prompt("alfworld", info, cot)), response(info, action, cot)]
+                texts += [chat_prompt(alfworld_prompt(info, cot)), response(info, action, cot)]
             _, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated or len(texts) > 4000
     names = sorted({n.lower() for n in constants.OBJECTS} | {n.lower() for n in constants.RECEPTACLES})
