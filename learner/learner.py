@@ -9,7 +9,6 @@ A plain class; cluster/launch.py wraps it with `ray.remote`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pathlib
 import random
@@ -29,20 +28,18 @@ from models.tokenizer import banned_token_ids
 from models.weight_sync import PROBE_TOLERANCE, Probe, WeightsPayload, export_arrays, probe_inputs
 
 
-def clear_stale_build_lock(extension: str, max_age_s: float = 600.0) -> bool:
-    """Remove a JIT-build lock left by a killed process (DeepSpeed builds its CPU shm op on first use, ~45 s).
+def skip_shm_op() -> None:
+    """Keep DeepSpeed from building and starting its CPU shared-memory all-reduce op in `init_distributed`.
 
-    torch's FileBaton waits forever on a lock whose owner died, so every later learner would hang at start.
-    A lock older than any real build is taken as stale.
+    That op serves only DeepSpeed inference's tensor-parallel all-reduce; training's all-reduces go through
+    torch.distributed (gloo here) either way. Starting it costs a ~45 s JIT build under a file lock that a rank
+    killed meanwhile leaves behind for every later learner, 66 MB of /dev/shm per rank that a killed rank never
+    frees, and a busy-wait with no timeout until every peer's segment exists: a peer that dies first leaves the
+    others spinning forever. DeepSpeed consults this dict before building the op (deepspeed/comm/torch.py).
     """
-    from torch.utils.cpp_extension import _get_build_directory
+    import deepspeed.ops
 
-    lock = pathlib.Path(_get_build_directory(extension, verbose=False)) / "lock"
-    if lock.exists() and time.time() - lock.stat().st_mtime > max_age_s:
-        logging.getLogger(__name__).warning("removing stale build lock %s", lock)
-        lock.unlink(missing_ok=True)
-        return True
-    return False
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 class LearnerWorker:
@@ -73,8 +70,8 @@ class LearnerWorker:
         )
         import deepspeed
 
-        clear_stale_build_lock("deepspeed_shm_comm")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        skip_shm_op()
         deepspeed.init_distributed(dist_backend=backend)
         torch.manual_seed(seed + rank)
         random.seed(seed + rank)
