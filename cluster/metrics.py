@@ -14,7 +14,7 @@ import time
 RAY_GAUGES = {  # Ray gauge (series ray_rl4vlm_<name>): the logged metric it shows, its description
     "env_steps_per_s": ("rollout/env_steps_per_s", "Env steps per second over all rollout actors"),
     "tokens_per_s": ("rollout/tokens_per_s", "Generated tokens per second over all rollout actors"),
-    "success": ("rollout/success", "Training-episode success rate (return > 0) since the last update"),
+    "success": ("rollout/success", "Training-episode success rate (the task's success rule) since the last update"),
     "reward": ("rollout/return_mean", "Mean training-episode return since the last update"),
     "staleness": ("learner/staleness_mean", "Mean policy-version lag of the samples in the last PPO update"),
     "weight_push_seconds": ("timing/weight_push_s", "Seconds of the last weight push"),
@@ -100,7 +100,7 @@ def plot_curve(run_dir: pathlib.Path, out: pathlib.Path) -> None:
     evals = [(r.get("rollout/total_env_steps", 0), r["eval/success"]) for r in rows if "eval/success" in r]
     fig, ax = plt.subplots(figsize=(6, 4))
     if train:
-        ax.plot(*zip(*train), label="training episodes (return > 0)", alpha=0.6)
+        ax.plot(*zip(*train), label="training episodes (the task's success rule)", alpha=0.6)
     if evals:
         ax.plot(*zip(*evals), "o-", label="held-out evaluation")
     ax.set_xlabel("env steps")

@@ -3,8 +3,9 @@
 Order of precedence, lowest first: the generic defaults (`Config()`), the task's defaults, the preset's own
 values, the command line's flags. A preset field still at its generic value is the task's to set (the `tiny`
 preset keeps its 48 new tokens for any task, and takes the task's λ and checkpoint path); a flag always wins.
-Without a preset name (`python -m cluster.train --env.task mypkg.task:TASK ...`) the run starts from the task's
-own preset if it has one (the built-ins), else from the generic `numberline` one (= `Config()`).
+Without a preset name (`python -m cluster.train --env.task mypkg.task:TASK ...`, or the reference in its place:
+`python -m cluster.train mypkg.task:TASK`) the run starts from the task's own preset if it has one (the
+built-ins), else from the generic `numberline` one (= `Config()`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def presets_for(
     """The argument list (with a preset name first) and the presets to parse it against, the chosen one with
     its task's defaults in (`task_defaults(task)` -> {field path: value}; envs/registry.py: config_defaults)."""
     args = list(sys.argv[1:] if args is None else args)
+    if args and ":" in args[0] and not args[0].startswith("-"):  # `cluster.train mypkg.task:TASK ...` (make train)
+        args = [TASK_FLAG, args[0], *args[1:]]
     task = task_flag(args)
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
         own = task in presets and presets[task][1].env.task == task

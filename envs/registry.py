@@ -19,7 +19,7 @@ import numpy as np
 from contracts.config import Config, parse_cli
 from contracts.validation import ConfigError, flag
 from envs.parsing import ParsedAction
-from envs.task import Task, TaskError
+from envs.task import Expert, Perception, Task, TaskDefaults, TaskError
 from envs.task_checks import checked_parse, checked_prompt, checked_reset, checked_step
 
 BUILTIN_TASKS = {
@@ -76,6 +76,11 @@ def _check_fields(task: Task, ref: str) -> None:
     bad = [] if isinstance(task.name, str) and task.name.strip() else ["name must be a non-empty string"]
     bad += [f"{h} must be callable" for h in REQUIRED_HOOKS if not callable(getattr(task, h))]
     bad += [f"{h} must be callable or None" for h in OPTIONAL_HOOKS if not _optional_callable(getattr(task, h))]
+    for name, kind in (("expert", Expert), ("perception", Perception)):
+        if getattr(task, name) is not None and not isinstance(getattr(task, name), kind):
+            bad.append(f"{name} must be an envs.task.{kind.__name__} or None")
+    if not isinstance(task.defaults, TaskDefaults):
+        bad.append("defaults must be an envs.task.TaskDefaults")
     if not all(isinstance(a, str) for a in task.action_names):
         bad.append("action_names must be strings")
     if task.action_names == () and task.admissible is None:

@@ -2,7 +2,7 @@
 
     python -m learner.sft --task ezpoints     (-> checkpoints/ezpoints-sft; make train builds it when missing)
     python -m learner.sft --task blackjack --samples 2000 --shape.text-layers 2 --out /tmp/bj
-    python -m learner.sft --task examples.gridmaze.task:TASK
+    python -m learner.sft --task examples.shapesort.task:TASK
 
 Demonstrations come from episodes played by the task's noisy expert (Task.expert, envs/task.py): the image is
 read correctly in the CoT, the action is wrong with probability `action_noise`. The loss covers response tokens
@@ -284,7 +284,8 @@ def _fine_tune(vlm, examples: list, tokenizer, cfg: SFTConfig, inputs=None) -> t
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             batch = [examples[j] for j in order[i : i + cfg.batch_size]]
             out = vlm(**(inputs or _sft_inputs)(batch, tokenizer.pad_token_id))
-            reads.append(_reading_accuracy(out.logits.detach(), batch, digit_ids))
+            if (read := _reading_accuracy(out.logits.detach(), batch, digit_ids)) is not None:
+                reads.append(read)
             opt.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
@@ -298,7 +299,7 @@ def _fine_tune(vlm, examples: list, tokenizer, cfg: SFTConfig, inputs=None) -> t
                     step,
                     steps,
                     np.mean(losses[-50:]),
-                    np.mean(reads[-50:]),
+                    np.mean(reads[-50:]) if reads else float("nan"),
                 )
     vlm.eval()
     return losses, reads, step
@@ -322,7 +323,7 @@ def _sft_text_inputs(batch: list, pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float:
+def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float | None:
     """Teacher-forced argmax accuracy on the first two digit tokens of each answer (its reading)."""
     hits = total = 0
     for b, (_, p, r) in enumerate(batch):
@@ -330,7 +331,7 @@ def _reading_accuracy(logits: torch.Tensor, batch, digit_ids: set[int]) -> float
         for j in positions:
             hits += int(logits[b, len(p) + j - 1].argmax()) == r[j]
             total += 1
-    return hits / max(total, 1)
+    return hits / total if total else None  # None: no answer of the batch has a digit
 
 
 @dataclass

@@ -88,6 +88,7 @@ BAD_DEFAULTS = dataclasses.replace(
     NUMBERLINE, name="baddefaults", defaults=dataclasses.replace(NUMBERLINE.defaults, config={"sft.sample": 1})
 )
 NO_EXPERT = dataclasses.replace(NUMBERLINE, name="noexpert", expert=None)
+BAD_EXPERT = dataclasses.replace(NUMBERLINE, name="badexpert", expert=lambda info: 0)
 NOT_A_TASK = {"name": "dict"}
 
 

@@ -130,24 +130,25 @@ def test_dashboard_needs_the_token_and_listens_on_loopback(cluster):
             socket.create_connection((host_ip, int(url.rsplit(":", 1)[1])), timeout=3).close()
 
 
-def submit(clone: pathlib.Path, line: str, log: pathlib.Path, watch=None) -> tuple[int, str, float]:
+def submit(clone: pathlib.Path, line: str, log: pathlib.Path, watch=None, limit_s=600) -> tuple[int, str, float]:
     """Run a `make submit ...` line in the clone's shell; `watch(process)` is called every 2 s while it runs
-    (and for up to 20 s after, while it returns False). Returns (exit status, output, seconds)."""
+    (and for up to 20 s after, while it returns False). A job still running after `limit_s` is killed (its
+    status then is -9). Returns (exit status, output, seconds)."""
     t0 = time.monotonic()
     with open(log, "w") as out:
         job = subprocess.Popen(line, shell=True, cwd=clone, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = None
-            while deadline is None or time.monotonic() < deadline:
-                if watch is not None and watch(job) and deadline is not None:
+            deadline = t0 + limit_s
+            while time.monotonic() < deadline:
+                if watch is not None and watch(job) and job.poll() is not None and deadline < t0 + limit_s:
                     break
-                if deadline is None and job.poll() is not None:
+                if job.poll() is not None and deadline == t0 + limit_s:
                     deadline = time.monotonic() + (20 if watch else 0)
                 time.sleep(2)
-            job.wait(timeout=900)
         finally:
             if job.poll() is None:
                 job.kill()
+            job.wait()
     return job.returncode, log.read_text(), time.monotonic() - t0
 
 

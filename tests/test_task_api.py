@@ -34,7 +34,7 @@ EVAL = 10**12
 def test_a_task_by_reference_and_by_factory():
     assert resolve_task("task_fixtures:FLAKY").name == "flaky"
     assert resolve_task("task_fixtures:make_task").name == "made"
-    assert resolve_task("examples.gridmaze.task:TASK").name == "gridmaze"
+    assert resolve_task("examples.shapesort.task:TASK").name == "shapesort"
     task = resolve_task("numberline")
     assert resolve_task(task) is task
 
@@ -47,6 +47,7 @@ def test_a_task_by_reference_and_by_factory():
         ("no_such_module_xyz:TASK", "importing no_such_module_xyz failed: ModuleNotFoundError"),
         ("task_fixtures:NOT_A_TASK", "task_fixtures:NOT_A_TASK is a dict, not an envs.task.Task"),
         ("task_fixtures:NOT_CALLABLE", "prompt must be callable"),
+        ("task_fixtures:BAD_EXPERT", "expert must be an envs.task.Expert or None"),
         ("", "a task reference must be a non-empty string"),
     ],
 )
@@ -82,7 +83,7 @@ def test_check_task_names_the_broken_hook(ref, message):
 
 
 def test_check_task_passes_the_built_in_tasks_and_the_example():
-    for ref in ("numberline", "ezpoints", "points24", "blackjack", "examples.gridmaze.task:TASK"):
+    for ref in ("numberline", "ezpoints", "points24", "blackjack", "examples.shapesort.task:TASK"):
         check_task(resolve_task(ref), EVAL)
 
 
@@ -95,6 +96,8 @@ def test_task_defaults_fill_what_the_preset_leaves_generic():
     tiny = task_config(["tiny", "--env.task=task_fixtures:WITH_DEFAULTS"])[0]  # the preset's own numbers stay
     assert (tiny.rollout.max_new_tokens, tiny.ppo.steps_per_update, tiny.sft.samples) == (48, 16, 256)
     assert tiny.ppo.cot_coef == 0.3 and tiny.model.path == "checkpoints/mine-sft"
+    ref = "task_fixtures:WITH_DEFAULTS"
+    assert task_config([ref])[0] == task_config(["--env.task", ref])[0]  # the reference in the preset's place
     flags = ["--env.task", "task_fixtures:WITH_DEFAULTS", "--rollout.max-new-tokens", "96", "--model.path", "m"]
     cfg = task_config(flags)[0]  # a flag wins, even one equal to the generic default
     assert cfg.rollout.max_new_tokens == 96 and cfg.model.path == "m" and cfg.ppo.steps_per_update == 128
@@ -208,4 +211,5 @@ def test_the_driver_stops_a_task_whose_training_episodes_all_fail(tiny_model_pat
     args += ["--env.max-consecutive-failures", "4", "--run.out-dir", str(tmp_path), "--rollout.backend", "hf"]
     done = driver(*args, timeout=900)
     assert done.returncode == 4, done.stderr[-3000:]
-    assert "error: task trainfails: 4 episodes in a row failed" in done.stderr.splitlines()[-1]
+    expected = "error: task trainfails: 4 episodes in a row failed in rollout actor 0 and none finished (last: step:"
+    assert [line for line in done.stderr.splitlines() if line.startswith(expected)], done.stderr[-3000:]

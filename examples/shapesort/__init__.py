@@ -1,0 +1,1 @@
+"""ShapeSort: a sorting game drawn with PIL, a task that is not in the paper (docs/tasks.md walks through it)."""
