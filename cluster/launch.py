@@ -58,21 +58,23 @@ class System:
         return list(self.pool.handles().values())
 
 
-def init_ray(num_cpus: int, dashboard: bool = False, temp_prefix: str = "rl4vlm-ray-", private: bool = False) -> None:
+def init_ray(
+    num_cpus: int, dashboard: bool = False, temp_prefix: str = "rl4vlm-ray-", private: bool = False
+) -> str | None:
     """Join the cluster of a submitted job (RAY_ADDRESS), or start a private local one with its own temp dir.
 
     The one `ray.init` of the driver, the benchmarks and the tests (those pass `private`: their numbers and
     actors must not land on a cluster someone else is using, even with RAY_ADDRESS set). A private cluster
     never touches another one on the host, and nothing here runs `ray stop` (it ends every cluster on the
     machine). Every actor gets ACTOR_ENV. Does nothing when Ray is already up (a test's or a suite's cluster).
+    Returns the dashboard's URL, if the cluster has one.
     """
     if ray.is_initialized():
-        return
+        return None
     runtime_env = {"env_vars": ACTOR_ENV}
     if os.environ.get("RAY_ADDRESS") and not private:
-        ray.init(runtime_env=runtime_env, namespace=NAMESPACE)
-        return
-    ray.init(
+        return dashboard_url(ray.init(runtime_env=runtime_env, namespace=NAMESPACE))
+    context = ray.init(
         address="local",  # a new cluster even when RAY_ADDRESS names one
         num_cpus=num_cpus,
         include_dashboard=dashboard,
@@ -82,6 +84,26 @@ def init_ray(num_cpus: int, dashboard: bool = False, temp_prefix: str = "rl4vlm-
         logging_level="WARNING",
         namespace=NAMESPACE,
     )
+    return dashboard_url(context)
+
+
+def dashboard_url(context) -> str | None:
+    url = getattr(context, "dashboard_url", None)
+    return None if not url else url if "://" in url else f"http://{url}"
+
+
+def operator_lines(run_name: str, dashboard: str | None) -> str:
+    """What the driver prints for the operator: the dashboard and how to log in, and a control command that
+    works when pasted in another shell of this machine (with token auth on, the client must say so too)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    auth = "RAY_AUTH_MODE=token " if is_token_auth_enabled() else ""
+    address = ray.get_runtime_context().gcs_address
+    lines = [f"  scale: {auth}python -m cluster.control scale --run {run_name} --rollout-actors N --address {address}"]
+    if dashboard:
+        login = " (log in with the token `ray get-auth-token` prints)" if auth else ""
+        lines.insert(0, f"  dashboard: {dashboard}{login}")
+    return "\n".join(lines)
 
 
 def cpus_needed(cfg: Config) -> int:
@@ -108,17 +130,37 @@ def serve_model(model_path: str) -> ModelFiles:
     return ModelFiles(model_path, expected, server)
 
 
-def rollout_actor_factory(cfg: Config, model: ModelFiles, store):
+def actor_name(role: str, run_name: str | None, index: int | None = None) -> str | None:
+    """The name an actor of `run_name` shows in the dashboard and `ray list actors`: store-<run>,
+    rollout-<run>-<id>, learner-<run>-<rank> (control-<run>: cluster/control.py). None without a run name."""
+    if not run_name:
+        return None
+    return f"{role}-{run_name}" if index is None else f"{role}-{run_name}-{index}"
+
+
+def rollout_actor_factory(cfg: Config, model: ModelFiles, store, run_name: str | None = None):
     """Starts one rollout actor by id, placed by the resources in `cfg.rollout` (the pool calls it, also for
-    replacements and added actors: each makes the model local on its node first)."""
-    remote_cls = ray.remote(RolloutActor).options(
-        num_cpus=cfg.rollout.cpus_per_actor,
-        num_gpus=cfg.rollout.gpus_per_actor,
-        resources=cfg.rollout.resources or None,
-    )
+    replacements and added actors: each makes the model local on its node first). The k-th replacement of
+    actor i is named rollout-<run>-i-r<k>: the one it replaces may not have released its name yet."""
+    remote_cls = ray.remote(RolloutActor)
+    placement = {
+        "num_cpus": cfg.rollout.cpus_per_actor,
+        "num_gpus": cfg.rollout.gpus_per_actor,
+        "resources": cfg.rollout.resources or None,
+    }
     env, rollout, dtype = cfg.env, cfg.rollout, cfg.model.dtype
     files = {"model_files": model, "lora_rank": cfg.model.lora.rank}
-    return lambda actor_id: remote_cls.remote(actor_id, env, rollout, model.path, store, dtype, **files)
+    spawns: dict[int, int] = {}
+
+    def start(actor_id: int):
+        spawns[actor_id] = spawns.get(actor_id, -1) + 1
+        name = actor_name("rollout", run_name, actor_id)
+        if name and spawns[actor_id]:
+            name += f"-r{spawns[actor_id]}"
+        options = remote_cls.options(**placement, name=name)
+        return options.remote(actor_id, env, rollout, model.path, store, dtype, **files)
+
+    return start
 
 
 def throttle(cfg: Config, store):
@@ -131,8 +173,9 @@ def throttle(cfg: Config, store):
 
 def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
     model = serve_model(model_path)
-    store = ray.remote(num_cpus=0)(ReplayStore).remote(cfg.replay)
-    pool = RolloutPool(rollout_actor_factory(cfg, model, store), cfg.rollout.max_restarts, throttle(cfg, store))
+    store = ray.remote(num_cpus=0)(ReplayStore).options(name=actor_name("store", run_name)).remote(cfg.replay)
+    make_actor = rollout_actor_factory(cfg, model, store, run_name)
+    pool = RolloutPool(make_actor, cfg.rollout.max_restarts, throttle(cfg, store))
     bundle = {"CPU": cfg.learner.cpus_per_rank, "GPU": cfg.learner.gpus_per_rank, **cfg.learner.resources}
     bundle = {k: v for k, v in bundle.items() if v}
     pg = placement_group([bundle] * cfg.learner.world_size, strategy=cfg.learner.placement_strategy)
@@ -145,6 +188,7 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
             num_gpus=cfg.learner.gpus_per_rank,
             resources=cfg.learner.resources or None,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            name=actor_name("learner", run_name, rank),
         )
         .remote(
             rank,

@@ -1,7 +1,9 @@
 """Run logging: a live progress line, TensorBoard scalars, a JSONL history, Ray metrics and the curve PNG.
 
 Ray metrics (`ray.util.metrics`) appear on each node's Prometheus endpoint (and the Ray dashboard) with the
-prefix `ray_rl4vlm_`.
+prefix `ray_rl4vlm_`. Ray drops a gauge from the endpoint when it has not been set for two export intervals
+(2 x RAY_metrics_report_interval_ms, 20 s by default), and an update takes longer than that, so the logger sets
+every gauge again every `GAUGE_REFRESH_S` to its last value: a scrape between updates still finds all of them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import threading
 import time
 
 RAY_GAUGES = {  # Ray gauge (series ray_rl4vlm_<name>): the logged metric it shows, its description
@@ -25,12 +28,14 @@ RAY_GAUGES = {  # Ray gauge (series ray_rl4vlm_<name>): the logged metric it sho
 }
 RAY_COUNTERS = {"rollout_actor_restarts": "Crashed rollout actors replaced (Prometheus adds _total)"}
 RAY_HISTOGRAMS = {"sample_staleness": "Policy-version lag of each sample in a PPO update"}
+GAUGE_REFRESH_S = 2.0
+"""How often the last value of every gauge is set again (well inside Ray's 2-interval expiry, 1 s at least)."""
 STALENESS_BUCKETS = (0, 1, 2, 3)
 """Lags counted per update by the learner as learner/staleness_count_<k> (the last bucket is k or more)."""
 
 
 class RunLogger:
-    def __init__(self, run_dir: pathlib.Path, use_ray_metrics: bool = True):
+    def __init__(self, run_dir: pathlib.Path, use_ray_metrics: bool = True, refresh_s: float = GAUGE_REFRESH_S):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
@@ -48,6 +53,18 @@ class RunLogger:
                 k: Histogram(f"rl4vlm_{k}", description=d, boundaries=boundaries) for k, d in RAY_HISTOGRAMS.items()
             }
         self.restarts_seen = 0.0
+        self.last: dict[str, float] = {}  # gauge name -> the value it shows
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.refresher = None
+        if self.gauges:
+            self.refresher = threading.Thread(target=self._refresh, args=(refresh_s,), name="gauges", daemon=True)
+            self.refresher.start()
+
+    def _refresh(self, every_s: float) -> None:
+        while not self.stopped.wait(every_s):
+            with self.lock:
+                for name, value in self.last.items():
+                    self.gauges[name].set(value)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -59,9 +76,11 @@ class RunLogger:
         self.tb.flush()
         self.history.write(json.dumps({"update": step, **metrics}) + "\n")
         self.history.flush()
-        for name, (key, _) in RAY_GAUGES.items():
-            if name in self.gauges and key in metrics:
-                self.gauges[name].set(metrics[key])
+        with self.lock:
+            for name, (key, _) in RAY_GAUGES.items():
+                if name in self.gauges and key in metrics:
+                    self.gauges[name].set(metrics[key])
+                    self.last[name] = metrics[key]
         restarts = metrics.get("rollout/actor_restarts", self.restarts_seen)
         if self.counters and restarts > self.restarts_seen:
             self.counters["rollout_actor_restarts"].inc(restarts - self.restarts_seen)
@@ -84,6 +103,9 @@ class RunLogger:
         print(line, file=sys.stdout, flush=True)
 
     def close(self) -> None:
+        self.stopped.set()
+        if self.refresher is not None:
+            self.refresher.join()
         self.tb.close()
         self.history.close()
 

@@ -21,7 +21,7 @@ import time
 import ray
 
 from cluster import run_checkpoints
-from cluster.launch import System, cpus_needed, init_ray, launch, push_weights, shutdown
+from cluster.launch import System, cpus_needed, init_ray, launch, operator_lines, push_weights, shutdown
 from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config
 from contracts.validation import ConfigError
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {error}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
-    init_ray(cpus_needed(cfg), cfg.run.dashboard)
+    dashboard = init_ray(cpus_needed(cfg), cfg.run.dashboard)
     try:
         system = launch(cfg, model_path, run_name=name)
     except ModelFilesError as error:  # a node that cannot read the checkpoint, and nothing could ship it
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
         f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}\n"
-        f"  scale: python -m cluster.control scale --run {name} --rollout-actors N "
-        f"--address {ray.get_runtime_context().gcs_address}",
+        f"{operator_lines(name, dashboard)}",
         flush=True,
     )
     progress = {k: state.get(k, 0) for k in ("version", "update", "total_steps")}

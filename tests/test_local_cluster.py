@@ -178,18 +178,27 @@ def actors(cluster: dict) -> list[dict]:
 def readme_job(cluster, clone, tmp_path_factory):
     """README's smoke line, verbatim, in the clone, with every node's Prometheus endpoint polled meanwhile."""
     seen: set[str] = set()
+    log = tmp_path_factory.mktemp("job") / "submit.log"
+    control: dict = {}
 
     def scrape_all(job) -> bool:
         for port in cluster["metrics_ports"].values():
             seen.update(re.findall(r"^(ray_rl4vlm_\w+?)(?:\{| )", scrape(port), re.M))
+        printed = re.search(r"^  scale: (.+)$", log.read_text(), re.M)
+        if printed and not control and job.poll() is None:  # the driver's command, pasted as `status` meanwhile
+            command = printed.group(1).replace(" scale ", " status ").replace(" --rollout-actors N", "")
+            command = command.replace("python -m", f"{sys.executable} -m")
+            env = {k: v for k, v in cli_env().items() if k != "RAY_AUTH_MODE"}  # only what the line itself says
+            done = subprocess.run(command, shell=True, cwd=clone, env=env, capture_output=True, text=True)
+            control.update(line=printed.group(1), code=done.returncode, output=done.stdout + done.stderr)
         return PER_UPDATE_METRICS <= seen
 
     line = readme_line("tiny")
-    code, output, seconds = submit(clone, line, tmp_path_factory.mktemp("job") / "submit.log", scrape_all)
+    code, output, seconds = submit(clone, line, log, scrape_all)
     print(f"{line}\n-> exit {code} in {seconds:.0f} s; metrics seen: {sorted(seen)}")
     assert code == 0, output[-5000:]
     run_dir = pathlib.Path(re.search(r"^run dir +(\S+)$", output, re.M).group(1))
-    return {"output": output, "seen": seen, "run_dir": run_dir, "line": line}
+    return {"output": output, "seen": seen, "run_dir": run_dir, "line": line, "control": control}
 
 
 def test_the_readme_job_succeeds_and_exports_metrics(cluster, clone, readme_job):
@@ -220,6 +229,15 @@ def test_the_readme_job_succeeds_and_exports_metrics(cluster, clone, readme_job)
     ours = ("RolloutActor", "LearnerWorker")
     placed = {a["class_name"]: nodes[a["node_id"]] for a in actors(cluster) if a["class_name"] in ours}
     assert "rollout_node" in placed["RolloutActor"] and "learner_node" in placed["LearnerWorker"]
+    # ... under names that say run and role (the dashboard's Actors page, `ray list actors`).
+    run, named = readme_job["run_dir"].name, {a["class_name"]: a["name"] for a in actors(cluster)}
+    assert named["RolloutActor"] == f"rollout-{run}-0" and named["LearnerWorker"] == f"learner-{run}-0"
+    assert named["ReplayStore"] == f"store-{run}" and named["RunControl"] == f"control-{run}"
+    # The driver printed the dashboard and a control command that worked as pasted while the job ran.
+    assert f"  dashboard: {cluster['dashboard_url']} (log in with the token `ray get-auth-token` prints)" in output
+    control = readme_job["control"]
+    assert control["line"].startswith(f"RAY_AUTH_MODE=token python -m cluster.control scale --run {run} ")
+    assert control["code"] == 0 and '"desired_rollout_actors": 1' in control["output"], control
 
 
 def test_nodes_without_the_checkpoint_got_it_shipped_once(cluster, clone, readme_job):
@@ -261,7 +279,9 @@ def test_a_later_job_resumes_on_another_node_and_a_killed_rollout_actor_reloads_
     assert checkpoint.parent == run / "checkpoints" and result["updates"] == 6
     assert result["rollout_actor_restarts"] >= 1
     learner_node = node_of(cluster, "learner_node")
-    assert killed[0]["node_id"] == learner_node
+    assert killed[0]["node_id"] == learner_node and killed[0]["name"] == f"rollout-{run.name}-0"
+    replacement = [a for a in actors(cluster) if a["name"] == f"rollout-{run.name}-0-r1"]
+    assert replacement and replacement[0]["node_id"] == learner_node
     events = [e for e in model_events(cluster) if e["path"] == str(checkpoint / "model")]
     assert {e["node"] for e in events} == {learner_node}
     # The rank, the rollout actor and its replacement: one copy shipped to the node, then used from its cache.
