@@ -10,6 +10,7 @@ manifest and a CheckpointServer on the driver's node that ships the files to nod
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -74,17 +75,37 @@ def init_ray(
     runtime_env = {"env_vars": ACTOR_ENV}
     if os.environ.get("RAY_ADDRESS") and not private:
         return dashboard_url(ray.init(runtime_env=runtime_env, namespace=NAMESPACE))
+    temp_dir = tempfile.mkdtemp(prefix=temp_prefix)
+    OWN_TEMP_DIRS.append(temp_dir)
     context = ray.init(
         address="local",  # a new cluster even when RAY_ADDRESS names one
         num_cpus=num_cpus,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
-        _temp_dir=tempfile.mkdtemp(prefix=temp_prefix),
+        _temp_dir=temp_dir,
         runtime_env=runtime_env,
         logging_level="WARNING",
         namespace=NAMESPACE,
     )
     return dashboard_url(context)
+
+
+OWN_TEMP_DIRS: list[str] = []
+"""Temp dirs of the local clusters this process started (logs, sockets, spilled objects)."""
+
+
+def shutdown_ray(remove_temp_dir: bool) -> str | None:
+    """Leave Ray; a local cluster this process started ends with it. Its temp dir is removed when asked (a clean
+    run leaves nothing in the system temp dir) and otherwise kept for its logs: returns the kept dir, if any."""
+    ray.shutdown()
+    kept = None
+    while OWN_TEMP_DIRS:
+        temp_dir = OWN_TEMP_DIRS.pop()
+        if remove_temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        else:
+            kept = temp_dir
+    return kept
 
 
 def dashboard_url(context) -> str | None:

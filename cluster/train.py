@@ -21,7 +21,16 @@ import time
 import ray
 
 from cluster import run_checkpoints
-from cluster.launch import System, cpus_needed, init_ray, launch, operator_lines, push_weights, shutdown
+from cluster.launch import (
+    System,
+    cpus_needed,
+    init_ray,
+    launch,
+    operator_lines,
+    push_weights,
+    shutdown,
+    shutdown_ray,
+)
 from cluster.metrics import RunLogger, plot_curve
 from contracts.config import Config
 from contracts.validation import ConfigError
@@ -342,11 +351,13 @@ def print_table(result: dict, run_dir: pathlib.Path) -> None:
 
 
 if __name__ == "__main__":
+    clean = False
     try:
         main()
+        clean = True
     except TaskFailedError as error:  # a task whose episodes keep failing: its own message, not a Ray traceback
         print(f"error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
         raise SystemExit(4) from None
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        if ray.is_initialized() and (kept := shutdown_ray(remove_temp_dir=clean)):
+            print(f"Ray logs of this run kept in {kept}", file=sys.stderr)

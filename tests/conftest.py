@@ -33,11 +33,11 @@ def ray_cluster():
     """A private local Ray cluster with its own temp dir, shut down after the module."""
     import ray
 
-    from cluster.launch import init_ray
+    from cluster.launch import init_ray, shutdown_ray
 
     init_ray(4, temp_prefix="rl4vlm-test-ray-", private=True)
     yield ray
-    ray.shutdown()
+    shutdown_ray(remove_temp_dir=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,6 +7,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -90,8 +91,11 @@ def test_shapesort_trains_two_updates_end_to_end(tmp_path):
     args = [sys.executable, "-m", "cluster.train", "tiny", "--env.task", REF, "--model.path", str(tmp_path / "sft")]
     args += ["--sft.samples", "128", "--model.shape.text-layers", "1", "--run.out-dir", str(tmp_path / "runs")]
     args += ["--run.name", "ss"]
+    ray_dirs = set(pathlib.Path(tempfile.gettempdir()).glob("rl4vlm-ray-*"))
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    left = set(pathlib.Path(tempfile.gettempdir()).glob("rl4vlm-ray-*")) - ray_dirs
+    assert not left and "Ray logs" not in done.stderr, left  # a clean run removes its Ray temp dir
     run = tmp_path / "runs" / "ss"
     result = json.loads((run / "eval.json").read_text())
     assert result["task"] == REF and result["updates"] == 2 and result["train_env_steps"] > 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -213,3 +215,6 @@ def test_the_driver_stops_a_task_whose_training_episodes_all_fail(tiny_model_pat
     assert done.returncode == 4, done.stderr[-3000:]
     expected = "error: task trainfails: 4 episodes in a row failed in rollout actor 0 and none finished (last: step:"
     assert [line for line in done.stderr.splitlines() if line.startswith(expected)], done.stderr[-3000:]
+    kept = re.search(r"^Ray logs of this run kept in (\S+)$", done.stderr, re.M)  # a failed run keeps them
+    assert kept and pathlib.Path(kept.group(1)).is_dir(), done.stderr[-3000:]
+    shutil.rmtree(kept.group(1), ignore_errors=True)
