@@ -131,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import ray
 
+    from cluster.launch import shutdown_ray
+
+    status = 1
     try:
-        sys.exit(main())
+        status = main()
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        if ray.is_initialized() and (kept := shutdown_ray(remove_temp_dir=status == 0)):
+            print(f"[bench] Ray logs kept in {kept}", file=sys.stderr)
+    sys.exit(status)

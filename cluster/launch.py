@@ -59,6 +59,10 @@ class System:
         return list(self.pool.handles().values())
 
 
+OWN_TEMP_DIRS: list[str] = []
+"""Temp dirs of the local clusters this process started (logs, sockets, spilled objects)."""
+
+
 def init_ray(
     num_cpus: int, dashboard: bool = False, temp_prefix: str = "rl4vlm-ray-", private: bool = False
 ) -> str | None:
@@ -88,10 +92,6 @@ def init_ray(
         namespace=NAMESPACE,
     )
     return dashboard_url(context)
-
-
-OWN_TEMP_DIRS: list[str] = []
-"""Temp dirs of the local clusters this process started (logs, sockets, spilled objects)."""
 
 
 def shutdown_ray(remove_temp_dir: bool) -> str | None:

@@ -138,12 +138,12 @@ def submit(clone: pathlib.Path, line: str, log: pathlib.Path, watch=None, limit_
     with open(log, "w") as out:
         job = subprocess.Popen(line, shell=True, cwd=clone, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = t0 + limit_s
+            deadline, finished = t0 + limit_s, False
             while time.monotonic() < deadline:
-                if watch is not None and watch(job) and job.poll() is not None and deadline < t0 + limit_s:
+                if watch is not None and watch(job) and finished:
                     break
-                if job.poll() is not None and deadline == t0 + limit_s:
-                    deadline = time.monotonic() + (20 if watch else 0)
+                if not finished and job.poll() is not None:
+                    finished, deadline = True, time.monotonic() + (20 if watch else 0)
                 time.sleep(2)
         finally:
             if job.poll() is None:

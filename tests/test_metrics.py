@@ -28,7 +28,7 @@ def one_update() -> dict[str, float]:
 def test_every_gauge_stays_on_the_endpoint_between_updates(tmp_path, monkeypatch):
     import ray
 
-    from cluster.launch import init_ray
+    from cluster.launch import init_ray, shutdown_ray
 
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")  # Ray now drops a gauge left unset for ~2 s
     init_ray(1, temp_prefix="rl4vlm-test-ray-", private=True)
@@ -50,7 +50,7 @@ def test_every_gauge_stays_on_the_endpoint_between_updates(tmp_path, monkeypatch
     finally:
         if logger is not None:
             logger.close()
-        ray.shutdown()
+        shutdown_ray(remove_temp_dir=True)
     assert not logger.refresher.is_alive()
 
 
