@@ -4,12 +4,18 @@ Holds Arrow record batches of whole episodes. When full, `add` evicts the oldest
 stays bounded, and no rollout actor ever waits on the store). `take` hands out whole episodes, oldest first, dropping
 those generated more than `max_policy_lag` versions behind the learner (counted), split into balanced shards
 for the learner ranks. A plain class: cluster/launch.py makes it a Ray actor.
+
+The store keeps its episodes in memory only. If its process dies, Ray restarts it (cluster/launch.py) empty
+and retries the calls that were pending; the driver sees the new `started_at`, counts the restart and the
+steps lost with it (cluster/recovery.py). Losing them is safe: every sample is taken at most once, and the
+rollout actors go on adding to the new instance through the same handle.
 """
 
 from __future__ import annotations
 
 import collections
 import pathlib
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +32,7 @@ class ReplayStore:
         self.counters = {"added_steps": 0, "taken_steps": 0, "dropped_stale_steps": 0, "evicted_steps": 0}
         self.spill_dir = pathlib.Path(cfg.spill_dir) if cfg.spill_dir else None
         self.spilled = 0
+        self.started = time.time()
         if self.spill_dir:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
 
@@ -50,13 +57,14 @@ class ReplayStore:
         self.num_steps += batch.num_rows
         self.counters["added_steps"] += batch.num_rows
 
-    def take(self, min_steps: int, learner_version: int, num_shards: int = 1):
+    def take(self, min_steps: int, learner_version: int, num_shards: int = 1, floor_version: int = 0):
         """Pop whole episodes until `min_steps` fresh steps are gathered; None if not enough yet.
 
-        Returns `num_shards` tables balanced by step count (object refs when running inside Ray).
+        Returns `num_shards` tables balanced by step count. Episodes with a step older than `floor_version` are
+        dropped too, whatever the lag (after a learner restore, nothing of the lost learner's policies trains).
         """
         # Episodes arrive in the order they finish, not the order of their weights: check every one.
-        min_version = learner_version - self.cfg.max_policy_lag
+        min_version = max(learner_version - self.cfg.max_policy_lag, floor_version)
         fresh = collections.deque(e for e in self.episodes if _oldest_version(e) >= min_version)
         dropped = self.num_steps - sum(e.num_rows for e in fresh)
         self.episodes, self.num_steps = fresh, self.num_steps - dropped
@@ -76,8 +84,17 @@ class ReplayStore:
             k = sizes.index(min(sizes))
             shards[k].append(episode)
             sizes[k] += episode.num_rows
-        tables = [pa.concat_tables(s) for s in shards]
-        return _maybe_put(tables)
+        return [pa.concat_tables(s) for s in shards]
+
+    def take_shards(self, min_steps: int, learner_version: int, num_shards: int, floor_version: int = 0) -> tuple:
+        """`take` for a Ray caller that asks for `num_shards + 1` returns: (episode ids taken, *shards), or
+        ([], None, ...). Each shard is then its own object owned by the caller, so a learner rank still gets
+        its shard when this store dies meanwhile (objects it `ray.put` itself would die with it)."""
+        tables = self.take(min_steps, learner_version, num_shards, floor_version)
+        if tables is None:
+            return ([], *([None] * num_shards))
+        ids = [i for t in tables for i in pc.unique(t.column("episode_id")).to_pylist()]
+        return (ids, *tables)
 
     def export(self) -> pa.Table | None:
         """Every episode still held (for a checkpoint), without removing them."""
@@ -91,6 +108,10 @@ class ReplayStore:
             self.episodes.append(table.filter(pc.equal(ids, episode_id)))
         self.num_steps += table.num_rows
 
+    def started_at(self) -> float:
+        """When this instance started (a restart by Ray makes a new one)."""
+        return self.started
+
     def stats(self) -> dict[str, float]:
         out = {f"replay/{k}": float(v) for k, v in self.counters.items()}
         out["replay/depth_steps"] = float(self.num_steps)
@@ -100,11 +121,3 @@ class ReplayStore:
 
 def _oldest_version(episode: pa.Table) -> int:
     return int(pc.min(episode.column("policy_version")).as_py())
-
-
-def _maybe_put(tables):
-    import ray
-
-    if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
-        return [ray.put(t) for t in tables]
-    return tables

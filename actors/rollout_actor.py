@@ -53,9 +53,12 @@ class RolloutActor:
         dtype: str = "float32",
         model_files: ModelFiles | None = None,
         lora_rank: int = 0,
+        incarnation: int = 0,
     ):
         model_path = ensure_local(model_path, model_files)  # first: shipped here if this node cannot read it
         self.actor_id = actor_id
+        # Episode ids stay unique over a run: the k-th actor started under an id (a replacement) tags its own.
+        self.episode_prefix = f"{actor_id}r{incarnation}" if incarnation else str(actor_id)
         self.env_cfg, self.cfg, self.store = env_cfg, cfg, store
         self.task = resolve_task(env_cfg.task)
         self.calls = TaskCalls(self.task, env_cfg.cot, env_cfg.max_consecutive_failures, actor_id)
@@ -109,7 +112,7 @@ class RolloutActor:
                 continue
             slot.steps.append(
                 StepRecord(
-                    episode_id=f"{self.actor_id}-{slot.index}-{slot.episodes}",
+                    episode_id=f"{self.episode_prefix}-{slot.index}-{slot.episodes}",
                     step=len(slot.steps),
                     actor_id=self.actor_id,
                     env_index=slot.index,

@@ -22,6 +22,7 @@ import traceback
 
 from benchmarks import (
     async_sync,
+    chaos,
     engines,
     families,
     hotpath,
@@ -35,7 +36,7 @@ from benchmarks import (
 )
 from benchmarks.common import Context, start_ray
 
-SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families, lora]
+SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families, lora, chaos]
 NAMES = [m.NAME for m in SUITE]
 DEFAULT_OUT = pathlib.Path("docs/bench")
 

@@ -6,6 +6,10 @@
 A run registers a small named Ray actor, `RunControl`, in the `rl4vlm` namespace. The driver reads the desired
 number of rollout actors from it between PPO updates and writes its status there; this command talks to that
 actor. Against a cluster give `--address` (or set RAY_ADDRESS); a `make train` run prints its own address.
+
+RunControl holds nothing the run cannot lose: if it dies, Ray restarts it under the same name, the driver
+counts the restart (cluster/recovery.py) and reports to the new one at the next update. A scale request made
+before the restart and not yet applied is lost with it (the status then shows the pool's actual size).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 NAMESPACE = "rl4vlm"
 
@@ -24,10 +29,12 @@ def control_name(run_name: str) -> str:
 class RunControl:
     """A mailbox between the driver and operators (plain class; `ray.remote` in `register`)."""
 
-    def __init__(self, rollout_actors: int):
-        self.desired = rollout_actors
+    def __init__(self):
+        self.desired: int | None = None
+        """Set by an operator; None: keep the pool as it is."""
         self.state: dict = {}
         self.members: dict = {}
+        self.started = time.time()
 
     def set_rollout_actors(self, n: int) -> int:
         if n < 1:
@@ -35,29 +42,33 @@ class RunControl:
         self.desired = int(n)
         return self.desired
 
-    def desired_rollout_actors(self) -> int:
-        return self.desired
+    def desired_rollout_actors(self, current: int) -> int:
+        """What the pool should be: the operator's last request, else `current` (the pool's own size)."""
+        return current if self.desired is None else self.desired
+
+    def started_at(self) -> float:
+        """When this instance started (a restart by Ray makes a new one)."""
+        return self.started
 
     def report(self, state: dict, members: dict) -> None:
         """The driver's status and its current rollout actor handles (by id)."""
         self.state, self.members = state, members
 
     def status(self) -> dict:
-        return {**self.state, "desired_rollout_actors": self.desired}
+        return {**self.state, "desired_rollout_actors": self.desired_rollout_actors(self.state.get("actors"))}
 
     def rollout_actor(self, actor_id: int):
         """The handle of one rollout actor (operators and tests use it, e.g. to kill one)."""
         return self.members[actor_id]
 
 
-def register(run_name: str, rollout_actors: int):
+def register(run_name: str, max_restarts: int):
+    """Start the run's RunControl; Ray restarts it (and retries the calls it had) when its process dies."""
     import ray
 
-    return (
-        ray.remote(num_cpus=0)(RunControl)
-        .options(name=control_name(run_name), namespace=NAMESPACE, get_if_exists=False)
-        .remote(rollout_actors)
-    )
+    options = {"name": control_name(run_name), "namespace": NAMESPACE, "get_if_exists": False}
+    options |= {"max_restarts": max_restarts, "max_task_retries": -1}
+    return ray.remote(num_cpus=0)(RunControl).options(**options).remote()
 
 
 def lookup(run_name: str):

@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
@@ -52,6 +52,8 @@ class System:
     """The run's named RunControl actor (`python -m cluster.control` talks to it)."""
     model: ModelFiles | None = None
     """The model every actor starts from, and the server that ships it to nodes that cannot read it."""
+    restored_models: list[ModelFiles] = field(default_factory=list)
+    """Checkpoints a restored learner group started from (cluster/recovery.py), each with its server."""
 
     @property
     def actors(self) -> list[ray.actor.ActorHandle]:
@@ -179,7 +181,7 @@ def rollout_actor_factory(cfg: Config, model: ModelFiles, store, run_name: str |
         if name and spawns[actor_id]:
             name += f"-r{spawns[actor_id]}"
         options = remote_cls.options(**placement, name=name)
-        return options.remote(actor_id, env, rollout, model.path, store, dtype, **files)
+        return options.remote(actor_id, env, rollout, model.path, store, dtype, **files, incarnation=spawns[actor_id])
 
     return start
 
@@ -192,41 +194,44 @@ def throttle(cfg: Config, store):
     return backlog_gate(store, limit, cfg.env.envs_per_actor * cfg.rollout.steps_per_call)
 
 
+def start_replay_store(cfg: Config, run_name: str | None):
+    """The run's ReplayStore. Ray restarts a dead one (up to run.max_restarts) and retries the calls it had;
+    the rollout actors, the throttle and the driver keep their handles (actors/replay_store.py)."""
+    options = {"name": actor_name("store", run_name), "max_restarts": cfg.run.max_restarts, "max_task_retries": -1}
+    return ray.remote(num_cpus=0)(ReplayStore).options(**options).remote(cfg.replay)
+
+
+def start_learners(cfg: Config, pg: PlacementGroup, model: ModelFiles, run_name: str | None, incarnation: int = 0):
+    """One LearnerWorker per rank in its bundle of `pg`, all loading `model` (the SFT start, or a checkpoint's
+    model when cluster/recovery.py restores the group as its `incarnation`-th: named learner-<run>-<rank>-r<k>,
+    as the old names may not be free yet). A fresh port: the old group's may still be bound."""
+    port, learners = free_port(), []
+    for rank in range(cfg.learner.world_size):
+        name = actor_name("learner", run_name, rank)
+        options = {
+            "num_cpus": cfg.learner.cpus_per_rank,
+            "num_gpus": cfg.learner.gpus_per_rank,
+            "resources": cfg.learner.resources or None,
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            "name": f"{name}-r{incarnation}" if name and incarnation else name,
+        }
+        args = (rank, cfg.learner.world_size, port, model.path, cfg.ppo, cfg.learner, cfg.run.total_updates)
+        args += (cfg.rollout.temperature, cfg.env.seed, cfg.model.dtype)
+        remote = ray.remote(LearnerWorker).options(**options)
+        learners.append(remote.remote(*args, model_files=model, lora_cfg=cfg.model.lora))
+    return learners
+
+
 def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
     model = serve_model(model_path)
-    store = ray.remote(num_cpus=0)(ReplayStore).options(name=actor_name("store", run_name)).remote(cfg.replay)
+    store = start_replay_store(cfg, run_name)
     make_actor = rollout_actor_factory(cfg, model, store, run_name)
     pool = RolloutPool(make_actor, cfg.rollout.max_restarts, throttle(cfg, store))
     bundle = {"CPU": cfg.learner.cpus_per_rank, "GPU": cfg.learner.gpus_per_rank, **cfg.learner.resources}
     bundle = {k: v for k, v in bundle.items() if v}
     pg = placement_group([bundle] * cfg.learner.world_size, strategy=cfg.learner.placement_strategy)
     ray.get(pg.ready())
-    port = free_port()
-    learners = [
-        ray.remote(LearnerWorker)
-        .options(
-            num_cpus=cfg.learner.cpus_per_rank,
-            num_gpus=cfg.learner.gpus_per_rank,
-            resources=cfg.learner.resources or None,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            name=actor_name("learner", run_name, rank),
-        )
-        .remote(
-            rank,
-            cfg.learner.world_size,
-            port,
-            model_path,
-            cfg.ppo,
-            cfg.learner,
-            cfg.run.total_updates,
-            cfg.rollout.temperature,
-            cfg.env.seed,
-            cfg.model.dtype,
-            model_files=model,
-            lora_cfg=cfg.model.lora,
-        )
-        for rank in range(cfg.learner.world_size)
-    ]
+    learners = start_learners(cfg, pg, model, run_name)
     # Fail here, with the actor's own error, if an engine or a rank cannot start (the model's: in one line).
     try:
         pool.start(cfg.rollout.num_actors)
@@ -235,7 +240,7 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
         if (short := model_files_error(error)) is None:
             raise
         raise short from None
-    control = register(run_name, cfg.rollout.num_actors) if run_name else None
+    control = register(run_name, cfg.run.max_restarts) if run_name else None
     if shipped := ray.get(model.server.report.remote())["nodes"]:
         print(f"model files: shipped to {len(set(shipped))} node(s) that could not read {model_path}", flush=True)
     return System(store, pool, learners, pg, control, model)
@@ -244,7 +249,8 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
 def shutdown(system: System) -> None:
     """Kill the run's actors and free its placement group (a submitted job's cluster outlives the run)."""
     system.pool.shutdown()
-    extra = [h for h in (system.control, system.model and system.model.server) if h is not None]
+    servers = [m.server for m in (system.model, *system.restored_models) if m is not None]
+    extra = [h for h in (system.control, *servers) if h is not None]
     for handle in [*system.learners, system.store, *extra]:
         ray.kill(handle)
     remove_placement_group(system.placement)

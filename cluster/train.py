@@ -32,6 +32,7 @@ from cluster.launch import (
     shutdown_ray,
 )
 from cluster.metrics import RunLogger, plot_curve
+from cluster.recovery import LearnerLost, Recovery, component_of
 from contracts.config import Config
 from contracts.validation import ConfigError
 from envs.registry import check_task, task_config
@@ -196,14 +197,14 @@ def main(argv: list[str] | None = None) -> dict:
         system = launch(cfg, model_path, run_name=name)
     except ModelFilesError as error:  # a node that cannot read the checkpoint, and nothing could ship it
         raise SystemExit(f"error: {error}") from None
-    logger = RunLogger(run_dir)
+    logger, recovery = RunLogger(run_dir), Recovery(cfg, run_dir, name).watch(system)
     print(
         f"run {run_dir}: {cfg.rollout.num_actors} rollout actor(s) x {cfg.env.envs_per_actor} envs, "
         f"{cfg.learner.world_size} learner rank(s) ZeRO-{cfg.learner.zero_stage}, mode {cfg.run.mode}\n"
         f"{operator_lines(name, dashboard)}",
         flush=True,
     )
-    progress = {k: state.get(k, 0) for k in ("version", "update", "total_steps")}
+    progress = {k: state.get(k, 0) for k in ("version", "update", "total_steps", "floor_version")}
     elapsed0 = state.get("elapsed_s", 0.0)  # of the run before it was resumed
     if resume_dir:  # optimizer, RNGs, replay and seeds back in place; the rollout actors get the same weights
         run_checkpoints.restore(system, system.pool, resume_dir, state)
@@ -216,9 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
         progress["sft_eval"] = sft_eval = evaluate(system, cfg)
         logger.log(0, {**sft_eval, "rollout/total_env_steps": 0})
         print(f"SFT start: held-out success {sft_eval['eval/success']:.3f} ({sft_eval['eval/episodes']:.0f} episodes)")
-    progress = train_loop(system, cfg, run_dir, logger, progress, elapsed0)
-    result = finish(system, cfg, run_dir, logger, progress, elapsed0, model_path)
-    result |= {
+    try:
+        progress = train_loop(system, cfg, run_dir, logger, recovery, progress, elapsed0)
+        result = finish(system, cfg, run_dir, logger, progress, elapsed0, model_path)
+    except ray.exceptions.RayActorError as error:  # died past its restarts, or where no restart is possible
+        stop_for_resume(run_dir, component_of(error), error)
+    result |= recovery.counters | {
         "resumed_from": str(resume_dir) if resume_dir else None,
         "resume_s": round(resume_s, 1) if resume_dir else None,
     }
@@ -231,8 +235,23 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def take_shards(system: System, cfg: Config, version: int, floor_version: int):
+    """One update's episodes from the store, a shard per learner rank: (episode ids, shard refs), or None while
+    the store holds too few. The shards are objects this driver owns: they outlive a store that dies."""
+    ranks = cfg.learner.world_size
+    call = system.store.take_shards.options(num_returns=ranks + 1)
+    ids_ref, *shards = call.remote(cfg.ppo.steps_per_update, version, ranks, floor_version)
+    return (ids, shards) if (ids := ray.get(ids_ref)) else None
+
+
 def train_loop(
-    system: System, cfg: Config, run_dir: pathlib.Path, logger: RunLogger, progress: dict, elapsed0: float
+    system: System,
+    cfg: Config,
+    run_dir: pathlib.Path,
+    logger: RunLogger,
+    recovery: Recovery,
+    progress: dict,
+    elapsed0: float,
 ) -> dict:
     """PPO updates until run.total_updates or the time budget is reached; returns where the run then stands
     (`progress`: policy version, update, env steps, the SFT evaluation; what a checkpoint records)."""
@@ -242,33 +261,39 @@ def train_loop(
     window_t0 = time.perf_counter()
     while update < cfg.run.total_updates and elapsed0 + logger.elapsed() < 60 * cfg.run.time_budget_min:
         # 0. An operator may have asked for more or fewer rollout actors (python -m cluster.control scale).
-        if (wanted := ray.get(system.control.desired_rollout_actors.remote())) != pool.size():
+        if (wanted := recovery.desired_actors(system, pool.size())) != pool.size():
             pool.resize(wanted)
         # 1. Wait for one update's worth of fresh episodes, harvesting and resubmitting collects.
-        take = system.store.take
-        while (shards := ray.get(take.remote(cfg.ppo.steps_per_update, version, cfg.learner.world_size))) is None:
+        while (taken := take_shards(system, cfg, version, progress["floor_version"])) is None:
             pool.step()
         if cfg.run.mode == "sync":  # nothing may run while the learner trains
             pool.drain()
 
         # 2. One PPO update on every rank (each gets its shard by reference); async rollout goes on meanwhile.
-        try:
-            learner_metrics = pool.run_until(
-                [l.update.remote(s, version) for l, s in zip(system.learners, shards)], resubmit=cfg.run.mode == "async"
-            )
-        except ray.exceptions.RayActorError as error:
-            stop_for_resume(run_dir, error)
-        version, update = version + 1, update + 1
-
         # 3. Weights to the rollout actors every K updates (each loads them after its running collect).
-        metrics = {**learner_metrics[0], "learner/policy_version": version}
-        if update % cfg.learner.push_every == 0:
-            metrics.update(push_weights(system, version))
+        try:
+            refs = [l.update.remote(s, version) for l, s in zip(system.learners, taken[1])]
+            learner_metrics = pool.run_until(refs, resubmit=cfg.run.mode == "async")
+            recovery.taken(taken[0])
+            version, update = version + 1, update + 1
+            metrics = {**learner_metrics[0], "learner/policy_version": version}
+            if update % cfg.learner.push_every == 0:
+                metrics.update(push_weights(system, version))
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+            if not isinstance(error, ray.exceptions.RayActorError) and not recovery.learners_dead(system):
+                raise  # the update itself failed: a restored group would fail the same way
+            try:  # a new learner group from the newest checkpoint; this update's episodes are not trained
+                progress = recovery.restore_learners(system, error, {**progress, "version": version, "update": update})
+            except LearnerLost as lost:
+                stop_for_resume(run_dir, "a learner rank", lost)
+            version, update = progress["version"], progress["update"]
+            continue
 
         # 4. Log; evaluate on held-out seeds now and then; checkpoint.
         rollout = summarize_rollouts(pool.take_results(), time.perf_counter() - window_t0)
         window_t0, total_steps = time.perf_counter(), total_steps + rollout["rollout/env_steps"]
-        metrics.update(rollout, **pool.stats(), **ray.get(system.store.stats.remote()))
+        metrics.update(rollout, **pool.stats(), **recovery.store_stats(system))
+        metrics.update({f"recovery/{k}": float(v) for k, v in recovery.counters.items()})
         metrics["rollout/total_env_steps"] = total_steps
         if pool.last_load_s is not None:
             metrics["timing/weight_load_s"] = pool.last_load_s
@@ -324,8 +349,8 @@ def finish(
     }
 
 
-def stop_for_resume(run_dir: pathlib.Path, error: Exception) -> None:
-    """A learner rank died: stop cleanly and say exactly how to continue (its optimizer state is gone)."""
+def stop_for_resume(run_dir: pathlib.Path, what: str, error: BaseException) -> None:
+    """`what` died and could not be restarted: stop cleanly and say exactly how to continue."""
     try:
         checkpoint = run_checkpoints.resolve(run_dir)
     except run_checkpoints.CheckpointError:
@@ -336,7 +361,7 @@ def stop_for_resume(run_dir: pathlib.Path, error: Exception) -> None:
         if checkpoint
         else "no checkpoint was written yet (run.checkpoint_every): start the run again"
     )
-    print(f"a learner rank failed ({type(error).__name__}: {error}); the run stopped cleanly, {hint}", flush=True)
+    print(f"{what} failed ({type(error).__name__}: {error}); the run stopped cleanly, {hint}", flush=True)
     raise SystemExit(3)
 
 

@@ -241,6 +241,9 @@ class RunConfig:
     """Write a resumable checkpoint every N updates under runs/<run>/checkpoints/ (0 = never)."""
     keep_checkpoints: int = 2
     """Keep the newest N resumable checkpoints."""
+    max_restarts: int = 3
+    """Restarts per run of the replay store, RunControl and the learner group, each (a dead learner rank restores
+    all ranks from the newest checkpoint, cluster/recovery.py; past the limit the run stops with a resume hint)."""
     resume: str = ""
     """Continue a run: its folder or one of its checkpoints (same task, learner ranks and ZeRO stage)."""
 
@@ -365,9 +368,7 @@ def tiny() -> Config:
     cfg.rollout.steps_per_call = 2
     cfg.rollout.max_new_tokens = 48
     cfg.ppo.steps_per_update = 16
-    cfg.ppo.micro_batch = 4
-    cfg.ppo.grad_accum = 2
-    cfg.ppo.epochs = 1
+    cfg.ppo.micro_batch, cfg.ppo.grad_accum, cfg.ppo.epochs = 4, 2, 1
     cfg.run.total_updates = 2
     cfg.run.eval_episodes = 4
     cfg.run.eval_every = 0

@@ -224,6 +224,7 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("run.time_budget_min", _gt(0), "must be > 0"),
     ("run.checkpoint_every", _ge(0), "must be >= 0 (0 = never)"),
     ("run.keep_checkpoints", _ge(1), "must be >= 1"),
+    ("run.max_restarts", _ge(0), "must be >= 0"),
 ]
 
 

@@ -45,6 +45,7 @@ INTS = {  # path: (lowest valid, highest valid)
     "run.eval_every": (0, INF),
     "run.checkpoint_every": (0, INF),
     "run.keep_checkpoints": (1, INF),
+    "run.max_restarts": (0, INF),
     "sft.samples": (1, 10**6),
     "sft.vision_steps": (0, INF),
     "sft.epochs": (1, INF),

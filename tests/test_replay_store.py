@@ -197,3 +197,21 @@ def test_every_shard_gets_an_episode():
     s.add(episodes([2], prefix="b"))
     shards = s.take(1, learner_version=0, num_shards=2)
     assert sorted(t.num_rows for t in shards) == [2, 5]
+
+
+def test_floor_version_drops_older_episodes_whatever_the_lag():
+    s = store(max_policy_lag=5)
+    s.add(episodes([3], versions=6, prefix="lost"))  # made by a policy of a learner group that died
+    s.add(episodes([2], versions=7, prefix="restored"))
+    (out,) = s.take(min_steps=2, learner_version=7, floor_version=7)
+    assert set(out.column("episode_id").to_pylist()) == {"restored0"}
+    assert s.counters["dropped_stale_steps"] == 3
+
+
+def test_take_shards_returns_the_episode_ids_then_one_table_per_shard():
+    s = store()
+    assert s.take_shards(1, learner_version=0, num_shards=2) == ([], None, None)
+    s.add(episodes([5, 4, 3, 2]))
+    ids, *shards = s.take_shards(14, learner_version=0, num_shards=2)
+    assert sorted(ids) == ["e0", "e1", "e2", "e3"] and sorted(t.num_rows for t in shards) == [7, 7]
+    assert sorted(i for t in shards for i in set(t.column("episode_id").to_pylist())) == sorted(ids)

@@ -9,11 +9,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
+from driver_runs import RunInThread, argv, history, status, wait_for
 
 from cluster import launch, rollout_pool
 from cluster.rollout_pool import RolloutPool, backlog_gate
@@ -141,71 +140,6 @@ def test_an_update_starting_lets_a_throttled_actor_collect_again(monkeypatch):
 
 
 # ---- a real run (slow) ----
-class RunInThread:
-    """cluster.train.main in a thread of the test process (it joins the test's Ray cluster)."""
-
-    def __init__(self, argv: list[str]):
-        self.result, self.error = None, None
-        self.thread = threading.Thread(target=self._run, args=(argv,), daemon=True)
-        self.thread.start()
-
-    def _run(self, argv):
-        from cluster.train import main
-
-        try:
-            self.result = main(argv)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test thread
-            self.error = error
-
-    def join(self, timeout: float):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not finish in time"
-        if self.error:
-            raise self.error
-        return self.result
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def status(run_name: str) -> dict:
-    import ray
-
-    from cluster.control import lookup
-
-    try:
-        return ray.get(lookup(run_name).status.remote())
-    except ValueError:  # not registered yet
-        return {}
-
-
-def history(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-
-
-def argv(tiny_model_path, tmp_path, name, updates):
-    return [
-        "tiny",
-        "--model.path",
-        tiny_model_path,
-        "--run.out-dir",
-        str(tmp_path),
-        "--run.name",
-        name,
-        "--run.total-updates",
-        str(updates),
-        "--run.checkpoint-every",
-        "0",
-    ]
-
-
 @pytest.mark.slow
 def test_killed_rollout_actor_is_replaced_and_the_run_finishes(ray_cluster, tiny_model_path, tmp_path):
     import ray

@@ -195,7 +195,7 @@ ADDED_AFTER = {
         *("gpu_memory_utilization", "cpu_kv_cache_gb", "max_model_len"),  # vLLM memory and length knobs
     ),
     "learner": ("gpus_per_rank", "resources", "placement_strategy"),
-    "run": ("checkpoint_every", "keep_checkpoints", "resume"),
+    "run": ("checkpoint_every", "keep_checkpoints", "resume", "max_restarts"),
     "env": ("max_consecutive_failures",),
 }
 

@@ -201,13 +201,13 @@ def test_learner_failure_stops_cleanly_with_the_exact_resume_command(tmp_path, m
 
     monkeypatch.setattr(train.sys, "argv", ["cluster.train", "numberline", "--ppo.lr", "5e-5"])
     with pytest.raises(SystemExit) as stop:
-        train.stop_for_resume(tmp_path, RuntimeError("rank 1 died"))
+        train.stop_for_resume(tmp_path, "a learner rank", RuntimeError("rank 1 died"))
     assert stop.value.code == 3 and "no checkpoint was written yet" in capsys.readouterr().out
     checkpoint = tmp_path / "checkpoints" / "update_000005"
     checkpoint.mkdir(parents=True)
     write_state_json(checkpoint, {"update": 5})
     with pytest.raises(SystemExit):
-        train.stop_for_resume(tmp_path, RuntimeError("rank 1 died"))
+        train.stop_for_resume(tmp_path, "the replay store", RuntimeError("rank 1 died"))
     out = capsys.readouterr().out
-    assert "rank 1 died" in out
+    assert "the replay store failed" in out and "rank 1 died" in out
     assert f"python -m cluster.train numberline --ppo.lr 5e-5 --run.resume {checkpoint}" in out
