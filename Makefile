@@ -7,7 +7,7 @@ TASK   ?= numberline
 ARGS   ?=
 RUNS   ?=
 
-.PHONY: setup setup-gpu train sft table bench test test-fast lint fmt clean-runs
+.PHONY: setup setup-gpu train sft table bench test test-fast lint fmt clean-runs prometheus monitor
 
 setup: $(STAMP)
 
@@ -47,8 +47,21 @@ table: setup
 bench: setup
 	$(BIN)/python -m benchmarks $(ARGS)
 
-test: setup
+test: setup prometheus
 	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)
+
+# Debian's prometheus package (the monitor test and `make monitor` run the real server). Needs root or sudo;
+# without them the monitor test is skipped with the reason and `make monitor` stops here.
+prometheus:
+	@command -v prometheus >/dev/null || { SUDO=$$(command -v sudo || true); \
+	  $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
+	  echo "could not install Debian's prometheus package (needs root): the monitor test will be skipped"; }
+
+# Prometheus for the newest local cluster's Ray metrics (a run with --run.dashboard, or `make cluster-up`);
+# ARGS="--ray-dir <Ray temp dir> --port 9091" to choose. `python -m cluster.monitor check` tests every panel.
+monitor: setup prometheus
+	$(BIN)/python -m cluster.monitor serve $(ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not gpu and not slow" $(ARGS)

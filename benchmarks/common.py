@@ -146,7 +146,7 @@ def replay_table(ctx: Context, steps: int):
         while shards is None:
             ray.get(actor.collect.remote())
             shards = ray.get(store.take.remote(steps, 0, 1))
-        ctx.cache[key] = ray.get(shards[0])
+        ctx.cache[key] = shards[0]
         kill(actor, store)
     return ctx.cache[key]
 

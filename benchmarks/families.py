@@ -41,7 +41,7 @@ def measure(ctx: Context, path: str, dtype: str, ppo: PPOConfig) -> tuple[list[f
         ray.get(actor.collect.remote())
         shards = ray.get(store.take.remote(ppo.steps_per_update, 0, 1))
     kill(actor, store)
-    table = ray.get(shards[0])
+    table = shards[0]
     lengths = [
         len(p) + len(r) for p, r in zip(table.column("prompt_ids").to_pylist(), table["response_ids"].to_pylist())
     ]

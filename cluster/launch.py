@@ -126,6 +126,10 @@ def operator_lines(run_name: str, dashboard: str | None) -> str:
     if dashboard:
         login = " (log in with the token `ray get-auth-token` prints)" if auth else ""
         lines.insert(0, f"  dashboard: {dashboard}{login}")
+    if OWN_TEMP_DIRS:  # a local cluster of this driver: what to clean up if the driver gets killed
+        lines.append(
+            f"  ray dir: {OWN_TEMP_DIRS[-1]} (driver killed? python -m cluster.orphans {OWN_TEMP_DIRS[-1]} --kill)"
+        )
     return "\n".join(lines)
 
 

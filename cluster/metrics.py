@@ -25,6 +25,10 @@ RAY_GAUGES = {  # Ray gauge (series ray_rl4vlm_<name>): the logged metric it sho
     "policy_version": ("learner/policy_version", "Current learner policy version"),
     "eval_success": ("eval/success", "Held-out evaluation success"),
     "rollout_actors": ("rollout/actors", "Rollout actors currently collecting"),
+    "restarts_rollout_actors": ("rollout/actor_restarts", "Rollout actors replaced so far in this run"),
+    "restarts_replay_store": ("recovery/store_restarts", "Replay store restarts so far in this run"),
+    "restarts_run_control": ("recovery/control_restarts", "RunControl restarts so far in this run"),
+    "restarts_learner_group": ("recovery/learner_restarts", "Learner group restores so far in this run"),
 }
 RAY_COUNTERS = {"rollout_actor_restarts": "Crashed rollout actors replaced (Prometheus adds _total)"}
 RAY_HISTOGRAMS = {"sample_staleness": "Policy-version lag of each sample in a PPO update"}

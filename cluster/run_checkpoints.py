@@ -5,6 +5,11 @@ base is; models/lora.py) and value head, each learner rank's
 optimizer state, update count and RNG states (learner/state_files.py), the episodes the replay store still
 held, every rollout actor's seed position and RNG, the policy version and the run's counters. Files are
 data only (safetensors, JSON, Arrow IPC). The layout is in learner/state_files.py.
+
+`state.json`, written last, lists every other file with its size. `load` checks a checkpoint whole before any
+actor starts: each listed file present at its size, every JSON, safetensors (the value head included) and
+the replay Arrow file readable. Resuming from a run folder falls back from a damaged newest checkpoint to
+the newest one that passes, and says so.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import pyarrow as pa
 import ray
 
 from contracts.config import Config
-from learner.state_files import CheckpointError, check_compatible, read_json, resolve, write_state_json
+from learner.state_files import CheckpointError, check_compatible, complete_checkpoints, read_json, write_state_json
 from models.lora import ADAPTER_DIR, base_path, is_lora_checkpoint
+from models.policy import VALUE_HEAD_FILE
 
 REPLAY_FILE = "replay.arrow"
 
@@ -56,6 +62,7 @@ def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pa
         "pool_counters": pool.counters,
         "store_counters": ray.get(system.store.stats.remote()),
         "rollout_seeds": seeds,
+        "files": file_sizes(path),
     }
     write_state_json(path, state)  # last: marks the checkpoint complete
     complete = sorted(p for p in path.parent.glob("update_*") if (p / "state.json").exists())
@@ -66,11 +73,53 @@ def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pa
 
 
 def load(path: str, cfg: Config) -> tuple[pathlib.Path, dict]:
-    """(checkpoint dir, state) after checking it is complete, readable and fits `cfg`; CheckpointError if not."""
-    directory = resolve(path)
+    """(checkpoint dir, state) of the checkpoint to resume from, checked whole and against `cfg`. `path` is a
+    checkpoint, or a run (or its checkpoints/ folder): then the newest complete checkpoint that passes every
+    check, with a message for each damaged newer one. CheckpointError when none is usable."""
+    candidates = complete_checkpoints(path)
+    problems = []
+    for directory in candidates:
+        try:
+            return directory, check_whole(directory, cfg)
+        except CheckpointError as error:
+            if "does not fit this run" in str(error):
+                raise
+            if len(candidates) == 1:  # asked for this one: say which older one would do, not pick it silently
+                older = [c for c in _siblings(directory) if c.name < directory.name]
+                hint = f"; the previous complete checkpoint is {older[0]} (--run.resume {older[0]})" if older else ""
+                raise CheckpointError(f"{error}{hint}") from error
+            problems.append(str(error))
+            older = candidates[candidates.index(directory) + 1 :]
+            if older:
+                print(f"checkpoint {directory} is damaged ({error}); falling back to {older[0]}", flush=True)
+    raise CheckpointError(f"no usable checkpoint at {path}: " + "; ".join(problems))
+
+
+def _siblings(directory: pathlib.Path) -> list[pathlib.Path]:
+    try:
+        return complete_checkpoints(directory.parent)
+    except CheckpointError:
+        return []
+
+
+def file_sizes(directory: pathlib.Path) -> dict[str, int]:
+    """Every file of a checkpoint (but state.json, which lists them) with its size in bytes."""
+    files = sorted(f for f in directory.rglob("*") if f.is_file() and f.name != "state.json")
+    return {str(f.relative_to(directory)): f.stat().st_size for f in files}
+
+
+def check_whole(directory: pathlib.Path, cfg: Config) -> dict:
+    """The checkpoint's state after checking that it fits `cfg` and every file it lists is there, of its size and
+    readable (a bad file must stop the run here, before any actor starts, not in a rank)."""
     state = read_json(directory / "state.json")
     check_compatible(state, fingerprint(cfg))
-    # Read every file's header now, before any actor starts: a bad file must stop the run here, not in a rank.
+    for name, size in state.get("files", {}).items():  # checkpoints before the file list: the checks below only
+        file = directory / name
+        if not file.is_file() or file.stat().st_size != size:
+            actual = file.stat().st_size if file.is_file() else "missing"
+            raise CheckpointError(f"{file} is damaged: {actual} bytes, {size} written")
+        if file.suffix == ".json":
+            read_json(file)
     for rank in range(cfg.learner.world_size):
         read_json(directory / f"learner_rank{rank}.json")
         _check_safetensors(directory / f"learner_rank{rank}.safetensors")
@@ -88,7 +137,10 @@ def load(path: str, cfg: Config) -> tuple[pathlib.Path, dict]:
             raise CheckpointError(f"{model}: its LoRA base {base_path(model)} is missing")
     else:
         _check_safetensors(model / "model.safetensors")
-    return directory, state
+    _check_safetensors(model / VALUE_HEAD_FILE)
+    if (directory / REPLAY_FILE).exists():
+        read_replay(directory / REPLAY_FILE)
+    return state
 
 
 def _check_safetensors(path: pathlib.Path) -> None:
@@ -96,9 +148,17 @@ def _check_safetensors(path: pathlib.Path) -> None:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            f.keys()
+            if not list(f.keys()):
+                raise CheckpointError(f"{path} holds no tensors")
     except (OSError, SafetensorError) as error:
         raise CheckpointError(f"{path} is missing or corrupt: {error}") from error
+
+
+def read_replay(path: pathlib.Path) -> pa.Table:
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    except (OSError, pa.ArrowInvalid) as error:
+        raise CheckpointError(f"{path} is corrupt: {error}") from error
 
 
 def restore(system, pool, directory: pathlib.Path, state: dict) -> None:
@@ -106,10 +166,7 @@ def restore(system, pool, directory: pathlib.Path, state: dict) -> None:
     ray.get([l.load_checkpoint.remote(str(directory)) for l in system.learners])
     replay = directory / REPLAY_FILE
     if replay.exists():
-        try:
-            table = pa.ipc.open_file(pa.memory_map(str(replay))).read_all()
-        except (OSError, pa.ArrowInvalid) as error:
-            raise CheckpointError(f"{replay} is corrupt: {error}") from error
+        table = read_replay(replay)
         counters = {k.removeprefix("replay/"): int(v) for k, v in state["store_counters"].items() if "depth" not in k}
         ray.get(system.store.restore.remote(table, counters))
     handles = pool.handles()

@@ -352,7 +352,7 @@ def finish(
 def stop_for_resume(run_dir: pathlib.Path, what: str, error: BaseException) -> None:
     """`what` died and could not be restarted: stop cleanly and say exactly how to continue."""
     try:
-        checkpoint = run_checkpoints.resolve(run_dir)
+        checkpoint = run_checkpoints.complete_checkpoints(run_dir)[0]
     except run_checkpoints.CheckpointError:
         checkpoint = None
     args = sys.argv[1:] or ["<preset>"]
@@ -383,6 +383,9 @@ if __name__ == "__main__":
     except TaskFailedError as error:  # a task whose episodes keep failing: its own message, not a Ray traceback
         print(f"error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
         raise SystemExit(4) from None
+    except run_checkpoints.CheckpointError as error:  # --run.resume with no usable checkpoint: before any actor
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         if ray.is_initialized() and (kept := shutdown_ray(remove_temp_dir=clean)):
             print(f"Ray logs of this run kept in {kept}", file=sys.stderr)

@@ -32,7 +32,7 @@ _ARROW = {str: pa.string(), bytes: pa.binary(), bool: pa.bool_()}
 @dataclass
 class StepRecord:
     episode_id: str
-    """Globally unique: "<actor>-<env>-<episode counter>"."""
+    """Unique in a run: "<actor>-<env>-<episode counter>", the actor as "<id>r<k>" for its k-th replacement."""
     step: Int32
     """Index of this step inside its episode (0-based)."""
     actor_id: Int32

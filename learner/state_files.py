@@ -123,16 +123,22 @@ def write_state_json(directory: pathlib.Path, state: dict) -> None:
     _write_json(directory / "state.json", {"format_version": FORMAT_VERSION, **state})
 
 
-def resolve(path: str | pathlib.Path) -> pathlib.Path:
-    """A checkpoint directory from itself, a run's `checkpoints/` folder or a run folder (latest complete one)."""
+def complete_checkpoints(path: str | pathlib.Path) -> list[pathlib.Path]:
+    """`path` itself when it is a checkpoint; else the complete ones (state.json written) of a run's `checkpoints/`
+    folder or of a run folder, newest first. CheckpointError when there is none."""
     path = pathlib.Path(path)
     if (path / "state.json").exists():
-        return path
+        return [path]
     for folder in (path / "checkpoints", path):
         complete = sorted(p for p in folder.glob("update_*") if (p / "state.json").exists()) if folder.is_dir() else []
         if complete:
-            return complete[-1]
+            return complete[::-1]
     raise CheckpointError(f"no complete checkpoint at {path} (expected state.json in it or in checkpoints/update_*)")
+
+
+def resolve(path: str | pathlib.Path) -> pathlib.Path:
+    """A checkpoint directory from itself, a run's `checkpoints/` folder or a run folder (latest complete one)."""
+    return complete_checkpoints(path)[0]
 
 
 def check_compatible(state: dict, expected: dict) -> None:

@@ -200,7 +200,7 @@ def test_resume_with_lora_gives_the_same_next_update(ray_cluster, checkpoints, t
     while len(shards) < 2:
         ray.get(system.actors[0].collect.remote())
         if (taken := ray.get(system.store.take.remote(cfg.ppo.steps_per_update, 0, 1))) is not None:
-            shards.append(ray.get(taken[0]))
+            shards.append(taken[0])
     shutdown(system)
 
     straight = _learner(cfg, path)

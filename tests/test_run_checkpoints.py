@@ -1,6 +1,8 @@
-"""Checkpoint and resume in the real system: a learner restored from a checkpoint continues exactly where it
-stopped (same weights after the next update as an uninterrupted learner), a resumed run continues at the same
-policy version and counters, and a corrupt or mismatched checkpoint stops with one clear error."""
+"""Checkpoints checked whole without Ray (every listed file at its size and readable, the value head and replay
+file included; a damaged newest checkpoint falls back to the previous one), then checkpoint and resume in the
+real system: a learner restored from a checkpoint continues exactly where it stopped (same weights after the
+next update as an uninterrupted learner), a resumed run continues at the same policy version and counters,
+and a corrupt or mismatched checkpoint stops with one clear error."""
 
 from __future__ import annotations
 
@@ -12,7 +14,80 @@ import pytest
 
 from contracts.config import tiny
 
-pytestmark = pytest.mark.slow
+
+def fake_run(tmp_path, model_path, updates=(2, 4)) -> list:
+    """Checkpoints in the real format (no Ray): a model with its value head, a rank's state, replay, state.json."""
+    import pyarrow as pa
+    import torch
+
+    from cluster.run_checkpoints import REPLAY_FILE, file_sizes, fingerprint
+    from contracts.schema import StepRecord, encode_png, to_record_batch
+    from learner.state_files import save_state, write_state_json
+
+    image = encode_png(np.zeros((2, 2, 3), np.uint8))
+    ids = dict(episode_id="0-0-0", step=0, actor_id=0, env_index=0, seed=7, policy_version=1)
+    tokens = dict(prompt_ids=[1, 2], image_png=image, response_ids=[3], behaviour_logprobs=[-0.1])
+    answer = dict(response_text="x", action=1, action_valid=True, parse_status="ok")
+    step = StepRecord(**ids, **tokens, **answer, reward=1.0, terminated=True, truncated=False)
+    paths = []
+    for update in updates:
+        path = tmp_path / "run" / "checkpoints" / f"update_{update:06d}"
+        shutil.copytree(model_path, path / "model")
+        save_state(path, "learner_rank0", {"exp_avg": torch.ones(3)}, {"update": update})
+        table = pa.Table.from_batches([to_record_batch([step])])
+        with pa.OSFile(str(path / REPLAY_FILE), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        write_state_json(path, {"run": fingerprint(tiny()), "update": update, "files": file_sizes(path)})
+        paths.append(path)
+    return paths
+
+
+def truncate(path, keep: int = 40) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("damage", ["replay.arrow", "model/value_head/value_head.safetensors", "model/config.json"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_model_path, damage, capsys):
+    from cluster.run_checkpoints import load
+
+    older, newest = fake_run(tmp_path, tiny_model_path)
+    assert load(str(tmp_path / "run"), tiny())[0] == newest
+    truncate(newest / damage)
+    directory, state = load(str(tmp_path / "run"), tiny())
+    assert directory == older and state["update"] == 2
+    out = capsys.readouterr().out
+    assert (
+        f"checkpoint {newest} is damaged" in out and damage.split("/")[-1] in out and f"falling back to {older}" in out
+    )
+
+
+def test_an_empty_value_head_or_a_missing_file_is_caught(tmp_path, tiny_model_path):
+    from safetensors.torch import save_file
+
+    from cluster.run_checkpoints import check_whole
+    from learner.state_files import CheckpointError
+
+    (path,) = fake_run(tmp_path, tiny_model_path, updates=(2,))
+    head = path / "model" / "value_head" / "value_head.safetensors"
+    save_file({}, str(head))
+    with pytest.raises(CheckpointError, match="value_head.safetensors"):  # by its size, then by its content
+        check_whole(path, tiny())
+    (path / "model" / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json is damaged: missing"):
+        check_whole(path, tiny())
+
+
+def test_a_damaged_checkpoint_asked_for_by_name_names_the_previous_one(tmp_path, tiny_model_path):
+    from cluster.run_checkpoints import load
+    from learner.state_files import CheckpointError
+
+    older, newest = fake_run(tmp_path, tiny_model_path)
+    truncate(newest / "learner_rank0.safetensors")
+    with pytest.raises(CheckpointError, match=f"learner_rank0.safetensors.*--run.resume {older}"):
+        load(str(newest), tiny())
+    truncate(older / "replay.arrow")
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*learner_rank0.*replay.arrow"):
+        load(str(tmp_path / "run"), tiny())
 
 
 def _learner(cfg, model_path):
@@ -32,6 +107,7 @@ def _weights(learner):
     return dict(zip(payload.names, payload.arrays))
 
 
+@pytest.mark.slow
 def test_restored_learner_matches_an_uninterrupted_one(ray_cluster, tiny_model_path, tmp_path):
     import ray
 
@@ -44,7 +120,7 @@ def test_restored_learner_matches_an_uninterrupted_one(ray_cluster, tiny_model_p
     while len(shards) < 2:
         ray.get(system.actors[0].collect.remote())
         if (taken := ray.get(system.store.take.remote(cfg.ppo.steps_per_update, 0, 1))) is not None:
-            shards.append(ray.get(taken[0]))
+            shards.append(taken[0])
     shutdown(system)
 
     straight = _learner(cfg, tiny_model_path)
@@ -78,6 +154,7 @@ def _weights_at_start(model_path):
     return {vllm_key(n): p.detach().numpy() for n, p in vlm.named_parameters()}
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_same_policy_version(ray_cluster, tiny_model_path, tmp_path):
     from cluster.train import main
 
@@ -100,6 +177,7 @@ def test_resume_continues_at_the_same_policy_version(ray_cluster, tiny_model_pat
     assert after[0]["rollout/total_env_steps"] > state["total_steps"]  # counters continue, not restart
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_stop_with_one_clear_error(ray_cluster, tiny_model_path, tmp_path):
     from cluster.train import main
     from learner.state_files import CheckpointError

@@ -59,7 +59,7 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
             ray.get(system.actors[0].collect.remote())
             shards = ray.get(system.store.take.remote(cfg.ppo.steps_per_update, version, 2))
         if update == 1:  # uneven shards: ranks must still run the same number of (ZeRO-3 collective) forwards
-            shards = _uneven_split(pa.concat_tables(ray.get(shards)))
+            shards = _uneven_split(pa.concat_tables(shards))
         metrics = ray.get([l.update.remote(s, version) for l, s in zip(system.learners, shards)])
         assert all(np.isfinite(m["learner/policy_loss"]) and m["learner/samples"] > 0 for m in metrics)
         version += 1
@@ -87,7 +87,7 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
         ray.get(system.actors[0].collect.remote())
         if (shards := ray.get(system.store.take.remote(1, version, 1))) is not None:
             break
-    steps = from_table(ray.get(shards[0]))
+    steps = from_table(shards[0])
     assert max(s.policy_version for s in steps) == version
     shutdown(system)
 
