@@ -30,13 +30,14 @@ from benchmarks import (
     report,
     rollout,
     scaling,
+    soak,
     throttle,
     weight_push,
     zero,
 )
 from benchmarks.common import Context, start_ray
 
-SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families, lora, chaos]
+SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families, lora, chaos, soak]
 NAMES = [m.NAME for m in SUITE]
 DEFAULT_OUT = pathlib.Path("docs/bench")
 

@@ -40,6 +40,12 @@ class RunInThread:
         except BaseException as error:  # noqa: BLE001 - re-raised by join, in the caller's thread
             self.error = error
 
+    def running(self) -> bool:
+        """True while the run goes on; its error, raised here, once it failed (a wait must not outlast it)."""
+        if self.error:
+            raise self.error
+        return self.thread.is_alive()
+
     def join(self, timeout: float):
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the run did not finish in time"
@@ -87,7 +93,7 @@ def chaos_run(model_path: str, out_dir: pathlib.Path, run_name: str, updates: in
     killed = {}
 
     def at(update: int) -> None:
-        wait_for(lambda: status(run_name).get("update", 0) >= update, 600, f"update {update} of {run_name}")
+        wait_for(lambda: run.running() and status(run_name).get("update", 0) >= update, 600, f"update {update}")
 
     def kill(what: str, pid: int) -> None:
         killed[what] = status(run_name).get("update", 0)  # before: a restarted RunControl knows nothing yet

@@ -9,7 +9,7 @@ actor. Against a cluster give `--address` (or set RAY_ADDRESS); a `make train` r
 
 RunControl holds nothing the run cannot lose: if it dies, Ray restarts it under the same name, the driver
 counts the restart (cluster/recovery.py) and reports to the new one at the next update. A scale request made
-before the restart and not yet applied is lost with it (the status then shows the pool's actual size).
+before the restart and not yet applied is lost with it (until that report the status shows the start size).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def control_name(run_name: str) -> str:
 class RunControl:
     """A mailbox between the driver and operators (plain class; `ray.remote` in `register`)."""
 
-    def __init__(self):
+    def __init__(self, rollout_actors: int):
         self.desired: int | None = None
         """Set by an operator; None: keep the pool as it is."""
-        self.state: dict = {}
+        self.state: dict = {"actors": rollout_actors}  # until the driver's first report
         self.members: dict = {}
         self.started = time.time()
 
@@ -62,13 +62,13 @@ class RunControl:
         return self.members[actor_id]
 
 
-def register(run_name: str, max_restarts: int):
+def register(run_name: str, rollout_actors: int, max_restarts: int):
     """Start the run's RunControl; Ray restarts it (and retries the calls it had) when its process dies."""
     import ray
 
     options = {"name": control_name(run_name), "namespace": NAMESPACE, "get_if_exists": False}
     options |= {"max_restarts": max_restarts, "max_task_retries": -1}
-    return ray.remote(num_cpus=0)(RunControl).options(**options).remote()
+    return ray.remote(num_cpus=0)(RunControl).options(**options).remote(rollout_actors)
 
 
 def lookup(run_name: str):

@@ -244,7 +244,7 @@ def launch(cfg: Config, model_path: str, run_name: str | None = None) -> System:
         if (short := model_files_error(error)) is None:
             raise
         raise short from None
-    control = register(run_name, cfg.run.max_restarts) if run_name else None
+    control = register(run_name, cfg.rollout.num_actors, cfg.run.max_restarts) if run_name else None
     if shipped := ray.get(model.server.report.remote())["nodes"]:
         print(f"model files: shipped to {len(set(shipped))} node(s) that could not read {model_path}", flush=True)
     return System(store, pool, learners, pg, control, model)
