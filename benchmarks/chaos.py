@@ -81,7 +81,9 @@ def pid_of(handle) -> int:
     return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=300)
 
 
-def chaos_run(model_path: str, out_dir: pathlib.Path, run_name: str, updates: int = UPDATES) -> dict:
+def chaos_run(
+    model_path: str, out_dir: pathlib.Path, run_name: str, updates: int = UPDATES, extra: tuple[str, ...] = ()
+) -> dict:
     """One `tiny` run of `updates` (checkpoint every 2) with the four kills; eval.json plus "killed" (the update
     each kill was made at), "versions" and "staleness_after_restore" (0: only the restored policy's samples)."""
     import ray
@@ -89,7 +91,7 @@ def chaos_run(model_path: str, out_dir: pathlib.Path, run_name: str, updates: in
     from cluster.control import NAMESPACE, lookup
 
     flags = ["--model.path", model_path, "--run.out-dir", str(out_dir), "--run.name", run_name]
-    run = RunInThread(["tiny", *flags, "--run.total-updates", str(updates), "--run.checkpoint-every", "2"])
+    run = RunInThread(["tiny", *flags, "--run.total-updates", str(updates), "--run.checkpoint-every", "2", *extra])
     killed = {}
 
     def at(update: int) -> None:

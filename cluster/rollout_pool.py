@@ -211,12 +211,18 @@ class RolloutPool:
             self.submit_collects()
 
     def run_until(self, refs: list[ray.ObjectRef], resubmit: bool = True) -> list:
-        """ray.get(refs), harvesting (and, when `resubmit`, restarting) collects while waiting."""
+        """ray.get(refs), harvesting (and, when `resubmit`, restarting) collects while waiting. The first of
+        `refs` to fail raises at once: with a learner rank dead, the others wait in a collective (gloo's timeout
+        is 30 min), so waiting for all of them would wait that long."""
         if resubmit:  # the driver's `take` may just have made room: throttled actors collect again at once
             self.submit_collects()
-        while ray.wait(refs, num_returns=len(refs), timeout=0)[1]:
-            self.step(also=refs, resubmit=resubmit)
-        return ray.get(refs)
+        while True:
+            ready, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                ray.get(ref)  # raises if that rank failed
+            if not pending:
+                return ray.get(refs)
+            self.step(also=pending, resubmit=resubmit)
 
     def drain(self) -> None:
         """Wait for every running call (no new collects): the sync mode's barrier and the end of a run."""

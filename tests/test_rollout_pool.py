@@ -139,6 +139,26 @@ def test_an_update_starting_lets_a_throttled_actor_collect_again(monkeypatch):
     assert running(pool) == 0
 
 
+def test_a_failed_learner_rank_raises_while_the_others_still_wait(monkeypatch):
+    """Rank 1 died; rank 0 sits in a collective that only gloo's 30-min timeout would end. The update must fail
+    at once (the driver then restores the learner group), not wait for rank 0."""
+    pool = pool_of(1)
+    rank0, rank1 = object(), object()
+
+    def fake_wait(refs, num_returns=1, timeout=None, **kw):
+        return [r for r in refs if r is rank1], [r for r in refs if r is not rank1]
+
+    def fake_get(ref):
+        if ref is rank1:
+            raise RuntimeError("rank 1 died")
+        raise AssertionError("waited for a rank that never finishes")
+
+    monkeypatch.setattr(rollout_pool.ray, "wait", fake_wait)
+    monkeypatch.setattr(rollout_pool.ray, "get", fake_get)
+    with pytest.raises(RuntimeError, match="rank 1 died"):
+        pool.run_until([rank0, rank1])
+
+
 # ---- a real run (slow) ----
 @pytest.mark.slow
 def test_killed_rollout_actor_is_replaced_and_the_run_finishes(ray_cluster, tiny_model_path, tmp_path):
