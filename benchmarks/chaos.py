@@ -82,7 +82,12 @@ def pid_of(handle) -> int:
 
 
 def chaos_run(
-    model_path: str, out_dir: pathlib.Path, run_name: str, updates: int = UPDATES, extra: tuple[str, ...] = ()
+    model_path: str,
+    out_dir: pathlib.Path,
+    run_name: str,
+    updates: int = UPDATES,
+    extra: tuple[str, ...] = (),
+    learner_rank: int = 0,
 ) -> dict:
     """One `tiny` run of `updates` (checkpoint every 2) with the four kills; eval.json plus "killed" (the update
     each kill was made at), "versions" and "staleness_after_restore" (0: only the restored policy's samples)."""
@@ -104,7 +109,7 @@ def chaos_run(
     actor = lambda name: ray.get_actor(name, namespace=NAMESPACE)  # noqa: E731
     at(1)
     kill("rollout actor", pid_of(ray.get(lookup(run_name).rollout_actor.remote(0))))
-    store_pid, learner_pid = pid_of(actor(f"store-{run_name}")), pid_of(actor(f"learner-{run_name}-0"))
+    store_pid, learner_pid = pid_of(actor(f"store-{run_name}")), pid_of(actor(f"learner-{run_name}-{learner_rank}"))
     at(2)
     kill("replay store", store_pid)
     at(3)

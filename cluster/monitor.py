@@ -22,11 +22,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 
 DASHBOARD = pathlib.Path(__file__).with_name("grafana_dashboard.json")
 DISCOVERY_FILE = "prom_metrics_service_discovery.json"  # ray._private.ray_constants.PROMETHEUS_SERVICE_DISCOVERY_FILE
+LIVE_S = 60
+"""A running cluster's dashboard rewrites its discovery file every few seconds; an older one is a dead cluster's."""
 SCRAPE_INTERVAL_S = 2
 """Short, so a few minutes of a run already give every rate() and increase() panel two points."""
 
@@ -40,13 +43,15 @@ def discovery_file(ray_dir: str | None = None) -> pathlib.Path:
         patterns = [os.path.join(tempfile.gettempdir(), p, DISCOVERY_FILE) for p in ("rl4vlm-*", "ray")]
         candidates = [pathlib.Path(f) for p in patterns for f in glob.glob(p)]
     found = [c for c in candidates if c.exists()]
-    if not found:
+    live = [c for c in found if ray_dir or time.time() - c.stat().st_mtime < LIVE_S]  # a dead cluster's stays
+    if not live:
         where = ray_dir or f"{tempfile.gettempdir()}/rl4vlm-*/ and /tmp/ray/"
+        stale = f" (only stale ones, e.g. {found[0]}: no cluster rewrites them)" if found else ""
         raise FileNotFoundError(
-            f"no {DISCOVERY_FILE} in {where}: start the run with --run.dashboard (Ray's dashboard writes it), "
-            "or pass --ray-dir <the cluster's temp dir>"
+            f"no live {DISCOVERY_FILE} in {where}{stale}: start the run with --run.dashboard (Ray's dashboard "
+            "writes it), or pass --ray-dir <the cluster's temp dir>"
         )
-    return max(found, key=lambda f: f.stat().st_mtime)
+    return max(live, key=lambda f: f.stat().st_mtime)
 
 
 def prometheus_config(discovery: pathlib.Path, interval_s: int = SCRAPE_INTERVAL_S) -> str:

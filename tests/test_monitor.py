@@ -4,6 +4,7 @@ file: every panel query of cluster/grafana_dashboard.json returns data from Prom
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -25,6 +26,21 @@ def test_prometheus_config_scrapes_the_discovery_file(tmp_path):
     assert f"files: ['{tmp_path / monitor.DISCOVERY_FILE}']" in text and "scrape_interval: 2s" in text
     with pytest.raises(FileNotFoundError, match="--run.dashboard"):
         monitor.discovery_file(str(tmp_path))
+
+
+def test_the_newest_live_cluster_is_found_and_a_dead_ones_file_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(monitor.tempfile, "gettempdir", lambda: str(tmp_path))
+    dead, live = tmp_path / "rl4vlm-c-dead", tmp_path / "rl4vlm-ray-live"
+    for d in (dead, live):
+        d.mkdir()
+        (d / monitor.DISCOVERY_FILE).write_text("[]")
+    an_hour_ago = time.time() - 3600
+    os.utime(dead / monitor.DISCOVERY_FILE, (an_hour_ago, an_hour_ago))
+    assert monitor.discovery_file() == live / monitor.DISCOVERY_FILE
+    os.utime(live / monitor.DISCOVERY_FILE, (an_hour_ago, an_hour_ago))
+    with pytest.raises(FileNotFoundError, match="only stale ones"):
+        monitor.discovery_file()
+    assert monitor.discovery_file(str(dead)) == dead / monitor.DISCOVERY_FILE  # named: taken as it is
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """cluster/recovery.py: naming the component in Ray's errors and the trained-twice count (no cluster), then the
-chaos test: one short run during which the test kills (SIGKILL, by PID) a rollout actor, the replay store,
-RunControl and a learner rank, one each at different phases; the run must finish every update, count each
-restart in eval.json, keep policy versions strictly increasing and never train an episode twice or on a
-policy of the learner group that died."""
+chaos test: one short run with two learner ranks during which the test kills (SIGKILL, by PID) a rollout
+actor, the replay store, RunControl and learner rank 1, one each at different phases; the run must finish
+every update, count each restart in eval.json, keep policy versions strictly increasing and never train an
+episode twice or on a policy of the learner group that died."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def test_an_episode_taken_twice_is_counted():
 
 @pytest.mark.slow
 def test_a_run_survives_one_kill_of_each_component(ray_cluster, tiny_model_path, tmp_path):
-    result = chaos_run(tiny_model_path, tmp_path, "chaos")
+    # Two ranks, rank 1 killed: rank 0 is then left waiting in a collective, the harder case for the driver.
+    result = chaos_run(tiny_model_path, tmp_path, "chaos", extra=("--learner.world-size", "2"), learner_rank=1)
 
     assert result["updates"] == UPDATES, result
     killed = result["killed"]  # the update reached when each kill was made
