@@ -105,9 +105,7 @@ class Recovery:
         refs = [l.__ray_ready__.remote() for l in system.learners]
         try:
             ray.get(refs, timeout=timeout_s)
-        except ray.exceptions.RayActorError:
-            return True
-        except ray.exceptions.GetTimeoutError:  # a rank stuck in a collective with a dead peer
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):  # dead, or stuck with a dead peer
             return True
         return False
 

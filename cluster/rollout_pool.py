@@ -216,13 +216,14 @@ class RolloutPool:
         is 30 min), so waiting for all of them would wait that long."""
         if resubmit:  # the driver's `take` may just have made room: throttled actors collect again at once
             self.submit_collects()
-        while True:
-            ready, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
-            for ref in ready:
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            for ref in ready:  # each checked once, as it finishes
                 ray.get(ref)  # raises if that rank failed
-            if not pending:
-                return ray.get(refs)
-            self.step(also=pending, resubmit=resubmit)
+            if pending:
+                self.step(also=pending, resubmit=resubmit)
+        return ray.get(refs)
 
     def drain(self) -> None:
         """Wait for every running call (no new collects): the sync mode's barrier and the end of a run."""

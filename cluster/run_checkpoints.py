@@ -23,7 +23,14 @@ import pyarrow as pa
 import ray
 
 from contracts.config import Config
-from learner.state_files import CheckpointError, check_compatible, complete_checkpoints, read_json, write_state_json
+from learner.state_files import (
+    CheckpointError,
+    CheckpointMismatch,
+    check_compatible,
+    complete_checkpoints,
+    read_json,
+    write_state_json,
+)
 from models.lora import ADAPTER_DIR, base_path, is_lora_checkpoint
 from models.policy import VALUE_HEAD_FILE
 
@@ -65,8 +72,7 @@ def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pa
         "files": file_sizes(path),
     }
     write_state_json(path, state)  # last: marks the checkpoint complete
-    complete = sorted(p for p in path.parent.glob("update_*") if (p / "state.json").exists())
-    for old in complete[: -cfg.run.keep_checkpoints]:
+    for old in complete_checkpoints(path.parent)[cfg.run.keep_checkpoints :]:  # newest first
         shutil.rmtree(old, ignore_errors=True)
     print(f"checkpoint {path} ({time.perf_counter() - t0:.1f} s)", flush=True)
     return path
@@ -81,9 +87,9 @@ def load(path: str, cfg: Config) -> tuple[pathlib.Path, dict]:
     for directory in candidates:
         try:
             return directory, check_whole(directory, cfg)
+        except CheckpointMismatch:
+            raise
         except CheckpointError as error:
-            if "does not fit this run" in str(error):
-                raise
             if len(candidates) == 1:  # asked for this one: say which older one would do, not pick it silently
                 older = [c for c in _siblings(directory) if c.name < directory.name]
                 hint = f"; the previous complete checkpoint is {older[0]} (--run.resume {older[0]})" if older else ""

@@ -34,6 +34,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete, corrupt or does not fit the run trying to resume from it."""
 
 
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint made with other settings (task, ranks, ZeRO stage...): an older one of the same run
+    would not fit either."""
+
+
 def flatten(obj, tensors: dict[str, torch.Tensor] | None = None, path: str = "s") -> tuple[dict, dict]:
     """(tensors by path, JSON skeleton) of a nested state. Dict keys may be str or int."""
     tensors = {} if tensors is None else tensors
@@ -148,4 +153,4 @@ def check_compatible(state: dict, expected: dict) -> None:
     wrong = {k: (state.get("run", {}).get(k), v) for k, v in expected.items() if state.get("run", {}).get(k) != v}
     if wrong:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in wrong.items())
-        raise CheckpointError(f"checkpoint does not fit this run ({detail}); resume with the same settings")
+        raise CheckpointMismatch(f"checkpoint does not fit this run ({detail}); resume with the same settings")
