@@ -14,6 +14,7 @@ rollout actors go on adding to the new instance through the same handle.
 from __future__ import annotations
 
 import collections
+import math
 import pathlib
 import time
 
@@ -71,19 +72,23 @@ class ReplayStore:
         self.counters["dropped_stale_steps"] += dropped
         if self.num_steps < min_steps or len(self.episodes) < num_shards:  # no learner rank may get an empty shard
             return None
-        picked, count = [], 0
-        while count < min_steps or len(picked) < num_shards:
-            episode = self.episodes.popleft()
-            picked.append(episode)
-            count += episode.num_rows
-        self.num_steps -= count
-        self.counters["taken_steps"] += count
+        # Every shard gets at least its share of min_steps, so each rank trains its whole optimizer steps (the
+        # update rounds every rank down to the smallest shard's, learner/ppo_update.py): episodes go in arrival
+        # order, each to the emptiest shard, until the smallest holds its share.
+        share = max(math.ceil(min_steps / num_shards), 1)
+        sizes, owner = [0] * num_shards, []
+        for episode in self.episodes:
+            owner.append(sizes.index(min(sizes)))
+            sizes[owner[-1]] += episode.num_rows
+            if min(sizes) >= share:
+                break
+        else:
+            return None
         shards: list[list[pa.Table]] = [[] for _ in range(num_shards)]
-        sizes = [0] * num_shards
-        for episode in sorted(picked, key=lambda t: -t.num_rows):  # greedy balance: largest first, to the emptiest
-            k = sizes.index(min(sizes))
-            shards[k].append(episode)
-            sizes[k] += episode.num_rows
+        for k in owner:
+            shards[k].append(self.episodes.popleft())
+        self.num_steps -= sum(sizes)
+        self.counters["taken_steps"] += sum(sizes)
         return [pa.concat_tables(s) for s in shards]
 
     def take_shards(self, min_steps: int, learner_version: int, num_shards: int, floor_version: int = 0) -> tuple:

@@ -23,9 +23,11 @@ import traceback
 from benchmarks import (
     async_sync,
     chaos,
+    end_to_end,
     engines,
     families,
     hotpath,
+    learner_peak,
     lora,
     report,
     rollout,
@@ -38,6 +40,7 @@ from benchmarks import (
 from benchmarks.common import Context, start_ray
 
 SUITE = [rollout, engines, zero, weight_push, async_sync, scaling, hotpath, throttle, families, lora, chaos, soak]
+SUITE += [end_to_end, learner_peak]
 NAMES = [m.NAME for m in SUITE]
 DEFAULT_OUT = pathlib.Path("docs/bench")
 

@@ -160,16 +160,19 @@ class RunSpec:
     max_backlog_updates: float | None = None
     """None keeps the config default."""
     num_actors: int = 1
+    extra: tuple[str, ...] = ()
+    """More flags (e.g. a previous default's settings); `label` names them in the run's folder."""
+    label: str = ""
 
     def args(self) -> list[str]:
         out = ["--run.mode", self.mode, "--rollout.num-actors", str(self.num_actors)]
         if self.max_backlog_updates is not None:
             out += ["--rollout.max-backlog-updates", str(self.max_backlog_updates)]
-        return out
+        return out + list(self.extra)
 
     def key(self) -> str:
         backlog = "default" if self.max_backlog_updates is None else f"{self.max_backlog_updates:g}"
-        return f"{self.mode}-backlog{backlog}-actors{self.num_actors}"
+        return f"{self.mode}-backlog{backlog}-actors{self.num_actors}" + (f"-{self.label}" if self.label else "")
 
 
 def run_args(ctx: Context) -> tuple[str, list[str]]:
@@ -179,22 +182,33 @@ def run_args(ctx: Context) -> tuple[str, list[str]]:
     return "numberline", ["--run.total-updates", "6", "--run.eval-episodes", "16"]
 
 
-def training_run(ctx: Context, spec: RunSpec, repeat: int) -> dict:
-    """Run (or reuse from this suite run) one training run; summarise its PPO loop from history.jsonl."""
-    key = ("run", spec, repeat)
+def training_run(ctx: Context, spec: RunSpec, repeat: int, overrides: list[str] | None = None) -> dict:
+    """Run (or reuse from this suite run) one training run; summarise its PPO loop from history.jsonl, with the
+    share of the cores each group of its processes kept busy over the loop (benchmarks/cores.py).
+    `overrides` replaces `run_args`'s (a whole learning run instead of the short timed one)."""
+    key = ("run", spec, repeat, tuple(overrides or ()))
     if key in ctx.cache:
         return ctx.cache[key]
+    from benchmarks.cores import CoreSampler
     from cluster.train import main
 
-    preset, overrides = run_args(ctx)
-    name = f"{spec.key()}-r{repeat}"
+    preset, short = run_args(ctx)
+    name = f"{spec.key()}-r{repeat}" + ("-full" if overrides else "")
     argv = [preset, "--model.path", ctx.model, "--run.out-dir", str(ctx.work_dir / "runs"), "--run.name", name]
-    argv += [*overrides, "--run.eval-every", "0", "--run.checkpoint-every", "0", *spec.args()]
+    argv += overrides or [*short, "--run.eval-every", "0", "--run.checkpoint-every", "0"]
+    argv += spec.args()
     (ctx.work_dir / "runs").mkdir(parents=True, exist_ok=True)
+    history = ctx.work_dir / "runs" / name / "history.jsonl"
     with open(ctx.work_dir / "runs" / f"{name}.log", "w") as log, contextlib.redirect_stdout(log):
-        main(argv)
-    rows = [json.loads(line) for line in (ctx.work_dir / "runs" / name / "history.jsonl").read_text().splitlines()]
-    ctx.cache[key] = summarize_history(rows)
+        with CoreSampler(history) as sampler:
+            main(argv)
+    rows = [json.loads(line) for line in history.read_text().splitlines()]
+    summary = summarize_history(rows)
+    first = next(i for i, r in enumerate(rows) if r["update"] == 0 and "rollout/env_steps" not in r)
+    last = max(i for i, r in enumerate(rows) if "learner/samples" in r)
+    summary["cores_busy"] = sampler.busy(first, last)
+    summary["rows"] = rows
+    ctx.cache[key] = summary
     return ctx.cache[key]
 
 

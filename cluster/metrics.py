@@ -38,6 +38,21 @@ STALENESS_BUCKETS = (0, 1, 2, 3)
 """Lags counted per update by the learner as learner/staleness_count_<k> (the last bucket is k or more)."""
 
 
+def merge_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """One update's metrics from every learner rank's: counts summed (samples, staleness buckets), timings the
+    slowest rank's (the update ends when it does), everything else the mean over ranks (losses, KL, values)."""
+    merged = {}
+    for key in per_rank[0]:
+        values = [m[key] for m in per_rank]
+        if key == "learner/samples" or key.startswith("learner/staleness_count_"):
+            merged[key] = float(sum(values))
+        elif key.startswith("timing/") or key == "learner/staleness_max":
+            merged[key] = float(max(values))
+        else:
+            merged[key] = float(sum(values) / len(values))
+    return merged
+
+
 class RunLogger:
     def __init__(self, run_dir: pathlib.Path, use_ray_metrics: bool = True, refresh_s: float = GAUGE_REFRESH_S):
         from torch.utils.tensorboard import SummaryWriter

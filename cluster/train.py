@@ -31,7 +31,7 @@ from cluster.launch import (
     shutdown,
     shutdown_ray,
 )
-from cluster.metrics import RunLogger, plot_curve
+from cluster.metrics import RunLogger, merge_ranks, plot_curve
 from cluster.recovery import LearnerLost, Recovery, component_of
 from contracts.config import Config
 from contracts.validation import ConfigError
@@ -276,7 +276,7 @@ def train_loop(
             learner_metrics = pool.run_until(refs, resubmit=cfg.run.mode == "async")
             recovery.taken(taken[0])
             version, update = version + 1, update + 1
-            metrics = {**learner_metrics[0], "learner/policy_version": version}
+            metrics = {**merge_ranks(learner_metrics), "learner/policy_version": version}
             if update % cfg.learner.push_every == 0:
                 metrics.update(push_weights(system, version))
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:

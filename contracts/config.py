@@ -271,20 +271,26 @@ class Config:
 
 
 def numberline() -> Config:
-    """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour."""
-    return Config()
+    """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour.
+
+    Two 1-thread learner ranks (half a reserved CPU each) share the cores with the throttled rollout actor, in
+    micro-batches of 32 (64 per optimizer step, as one rank's 16 x 4): 1.8x one rank's update (docs/bench §13).
+    """
+    cfg = Config()
+    cfg.learner.world_size, cfg.learner.cpus_per_rank = 2, 0.5
+    cfg.ppo.micro_batch, cfg.ppo.grad_accum = 32, 1
+    return cfg
 
 
 def _card_task(task: str, samples: int, vision_steps: int) -> Config:
     """A card task with the embedded tiny VLM: NumberLine's settings except where the task needs others.
 
-    Kept from NumberLine: λ (ppo.cot_coef) 0.5, the paper's gym_cards value, and 256 env steps per update. The
-    paper collected 1024 (EZPoints, Points24) and 512 (Blackjack) per update; at our ~8 env steps/s (README)
-    25 updates of 1024 would need ~55 min of rollout alone, past run.time_budget_min, so the cosine schedule
-    would never finish. max_new_tokens is the longest expert answer in the task's tokenizer (measured over
-    SFT demonstrations at noise 0, 0.45 and 1) plus ~40 %, as NumberLine's 96 is for its 56 (envs/builtin.py).
+    Kept from NumberLine: λ 0.5 (the paper's gym_cards value) and 256 env steps per update (the paper's 1024 for
+    EZPoints, Points24 and 512 for Blackjack would need ~55 min of rollout for 25 updates at ~8 env steps/s).
+    max_new_tokens is the longest expert answer in the task's tokenizer (SFT demonstrations at noise 0, 0.45
+    and 1) plus ~40 %, as NumberLine's 96 is for its 56 (envs/builtin.py).
     """
-    cfg = Config()
+    cfg = numberline()
     cfg.env.task = task
     cfg.sft.samples = samples
     cfg.sft.vision_steps = vision_steps  # ~0.1 s a step
@@ -294,29 +300,23 @@ def _card_task(task: str, samples: int, vision_steps: int) -> Config:
 def ezpoints() -> Config:
     """EZPoints. Expert CoT answers are at most 91 tokens in its tokenizer (73 on average; 13 action-only).
 
-    SFT: 5000 samples x 2 epochs = 312 steps of ~1.2 s (prompt + answer ~390 tokens, 1.45x NumberLine's), plus
-    per-frame image processing (nearly every card frame is distinct): ~8 min on 2 cores, NumberLine ~5.
-    Vision pre-training read both ranks perfectly within 200 steps (measured), NumberLine's default.
+    SFT: 5000 samples x 2 epochs = 312 steps of ~1.2 s (~390-token sequences) plus per-frame image processing:
+    ~8 min on 2 cores. Vision pre-training read both ranks perfectly within 200 steps (measured).
     """
     return _card_task("ezpoints", samples=5000, vision_steps=200)
 
 
 def points24() -> Config:
-    """Points24. Expert CoT answers are at most 125 tokens (96 on average; the formula is quoted twice).
-
-    SFT as EZPoints (sequences ~430 tokens, ~1.1 s a step, plus the solver for every demonstration): ~8 min.
-    Vision pre-training: four small cards read at 0.92 after 200 steps (measured), so twice that.
-    """
+    """Points24. Expert CoT answers are at most 125 tokens (96 on average; the formula is quoted twice). SFT as
+    EZPoints (~430-token sequences, ~1.1 s a step, the solver for every demonstration): ~8 min. Vision
+    pre-training: four small cards read at 0.92 after 200 steps (measured), so twice that."""
     return _card_task("points24", samples=5000, vision_steps=400)
 
 
 def blackjack() -> Config:
-    """Blackjack. Expert CoT answers are at most 82 tokens (71 on average).
-
-    SFT as NumberLine (8000 x 2 epochs): its sequences (~250 tokens) are no longer than NumberLine's (~270).
-    Vision pre-training sat at chance for ~300 steps, then read the cards (0.96-1.0 per card at 500, the
-    player's total 0.46 and rising; measured): 1000 steps, ~1.5 min more than NumberLine, ~6.5 min in all.
-    """
+    """Blackjack. Expert CoT answers are at most 82 tokens (71 on average). SFT as NumberLine (its ~250-token
+    sequences are no longer). Vision pre-training sat at chance for ~300 steps, then read the cards (0.96-1.0
+    per card at 500, the player's total 0.46 and rising; measured): 1000 steps, ~6.5 min in all."""
     return _card_task("blackjack", samples=SFTConfig.samples, vision_steps=1000)
 
 
@@ -330,7 +330,7 @@ def alfworld() -> Config:
     steps cost ~0.05 s and prompts are ~3x a card task's, so fewer env copies, samples and updates fit the
     2-core time budget. λ, max_new_tokens, 128 steps per update and the path are the task's (envs/alfworld/task.py).
     """
-    cfg = Config()
+    cfg = numberline()
     cfg.env.task = "alfworld"
     cfg.env.envs_per_actor = 8
     cfg.model.shape.max_positions = 2048

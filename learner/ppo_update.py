@@ -12,9 +12,11 @@ by the truncated importance ratio π_prox/π_behav against the rollout engine's 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -59,6 +61,26 @@ class AllReduce(Protocol):
     def __call__(self, values: list[float], op: ReduceOp = "sum") -> list[float]: ...
 
 
+PHASES = ("collate", "proximal", "forward", "backward", "optimizer")
+
+
+@dataclass
+class PhaseClock:
+    """Seconds an update spent in each of its phases (disjoint): collate, proximal (its no-grad forwards),
+    forward (the epochs' forwards and losses), backward, optimizer (`StepModel.step`). Wall clock, as torch's
+    CPU ops are synchronous; on a GPU the forward's kernels may be counted in the phase that waits for them."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
 def single_process(values: list[float], op: ReduceOp = "sum") -> list[float]:
     """`AllReduce` of a single rank: each value is already its own sum, mean, max and min."""
     return [float(v) for v in values]
@@ -82,8 +104,10 @@ def proximal_pass(
     make_batch: Callable[[list[Sample]], Batch],
     cfg: PPOConfig,
     all_reduce: AllReduce,
+    clock: PhaseClock | None = None,
 ) -> ProximalScores:
     """Score every sample once, without gradients, in micro-batches of cfg.micro_batch."""
+    clock = clock or PhaseClock()
     n, mb = len(samples), cfg.micro_batch
     scores = ProximalScores(torch.zeros(n), torch.zeros(n), torch.zeros(n))
     model.eval_mode()
@@ -93,8 +117,10 @@ def proximal_pass(
     with torch.no_grad():
         for k in range(num_batches):
             i = min(k, math.ceil(n / mb) - 1) * mb
-            batch = make_batch(samples[i : i + mb])
-            seq, values, _ = model.score(batch)
+            with clock.phase("collate"):
+                batch = make_batch(samples[i : i + mb])
+            with clock.phase("proximal"):
+                seq, values, _ = model.score(batch)
             if k * mb >= n:
                 continue
             scores.proximal_logp[i : i + mb], scores.proximal_values[i : i + mb] = seq.cpu(), values.cpu()
@@ -119,7 +145,8 @@ def advantages_and_returns(
 
 def micro_batches_per_epoch(n: int, cfg: PPOConfig, all_reduce: AllReduce) -> int:
     """The same count on every rank (DeepSpeed reduces gradients together): whole optimizer steps of the
-    smallest shard, at least one optimizer step (a short shard's samples then repeat)."""
+    smallest shard, at least one optimizer step (a short shard's samples then repeat). The replay store gives
+    every shard at least its share of the update's steps (actors/replay_store.py `take`)."""
     per_epoch = int(all_reduce([n // cfg.micro_batch], "min")[0])
     return max(cfg.grad_accum, per_epoch // cfg.grad_accum * cfg.grad_accum)
 
@@ -143,12 +170,14 @@ def ppo_epochs(
     targets: Targets,
     warmup: bool,
     all_reduce: AllReduce,
+    clock: PhaseClock | None = None,
 ) -> tuple[dict[str, list[float]], bool]:
     """cfg.epochs shuffled passes of clipped PPO; returns per-micro-batch logs and whether KL stopped them early.
 
     During value warm-up only the value loss is used and the trunk is detached: policy and trunk stay put.
     """
     n, mb = len(samples), cfg.micro_batch
+    clock = clock or PhaseClock()
     per_epoch = micro_batches_per_epoch(n, cfg, all_reduce)
     model.train_mode()
     logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
@@ -157,13 +186,17 @@ def ppo_epochs(
         order = (order * math.ceil(per_epoch * mb / n))[: per_epoch * mb]  # repeat if short
         for j in range(per_epoch):
             idx = order[j * mb : (j + 1) * mb]
-            batch = make_batch([samples[i] for i in idx])
-            pg_loss, v_loss, stats = micro_batch_losses(model, batch, idx, cfg, targets, warmup)
-            loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
+            with clock.phase("collate"):
+                batch = make_batch([samples[i] for i in idx])
+            with clock.phase("forward"):
+                pg_loss, v_loss, stats = micro_batch_losses(model, batch, idx, cfg, targets, warmup)
+                loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite PPO loss: {loss.item()}")
-            model.backward(loss)
-            model.step()
+            with clock.phase("backward"):
+                model.backward(loss)
+            with clock.phase("optimizer"):
+                model.step()
             logs["policy_loss"].append(pg_loss.item())
             logs["value_loss"].append(v_loss.item())
             logs["clip_frac"].append(stats["clip_frac"])
@@ -210,7 +243,8 @@ def ppo_update(
     `make_batch` collates samples into model inputs (learner/batch.py `collate`). Returns the `learner/` metrics;
     staleness is counted against `learner_version`, the version of the weights the update starts from.
     """
-    scores = proximal_pass(model, samples, make_batch, cfg, all_reduce)
+    clock = PhaseClock()
+    scores = proximal_pass(model, samples, make_batch, cfg, all_reduce, clock)
     advantages, returns = advantages_and_returns(samples, scores.proximal_values, cfg, all_reduce)
     weights = ppo.importance_weights(scores.proximal_logp, scores.behaviour_logp, cfg.is_cap)
     lr = ppo.cosine_lr(update, total_updates, cfg.lr, cfg.end_lr)
@@ -218,7 +252,7 @@ def ppo_update(
     warmup = update < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
     try:
         logs, stopped_early = ppo_epochs(
-            model, samples, make_batch, cfg, Targets(scores, advantages, returns, weights), warmup, all_reduce
+            model, samples, make_batch, cfg, Targets(scores, advantages, returns, weights), warmup, all_reduce, clock
         )
     except FloatingPointError as error:
         raise FloatingPointError(f"update {update}: {error}") from error
@@ -237,4 +271,5 @@ def ppo_update(
         "learner/staleness_mean": float(np.mean(staleness)),
         "learner/staleness_max": float(np.max(staleness)),
         **{f"learner/staleness_count_{k}": float(np.sum(np.minimum(staleness, 3) == k)) for k in range(4)},
+        **{f"timing/{name}_s": seconds for name, seconds in clock.seconds.items()},
     }

@@ -40,15 +40,17 @@ class WrappedModelStep:
         """(batch on the device, response logits (B, R, V) in fp32, values (B,))."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         extras = {k: batch[k] for k in EXTRA_IMAGE_KEYS if k in batch}  # the family's other image inputs
+        first = int(batch["logit_index"].min())  # no logit before the earliest response position is needed
         logits, values = self.wrapped(
             batch["input_ids"],
             batch["attention_mask"],
             batch["pixel_values"],
             batch["value_index"],
             detach_value,
+            logits_from=first,
             **extras,
-        )  # (B, L, V), (B,)
-        idx = batch["logit_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
+        )  # (B, L - first, V), (B,)
+        idx = (batch["logit_index"] - first).unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
         return batch, logits.gather(1, idx).float(), values
 
     def raw_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

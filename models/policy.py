@@ -43,19 +43,31 @@ class PolicyWithValue(nn.Module):
         self.vlm = vlm
         self.value_head = value_head
 
-    def forward(self, input_ids, attention_mask, pixel_values, value_index, detach_value: bool = False, **image_inputs):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        value_index,
+        detach_value: bool = False,
+        logits_from: int = 0,
+        **image_inputs,
+    ):
         """input_ids (B, L) = prompt + response, right-padded; value_index (B,) = last prompt position.
 
         `image_inputs` are the family's other image inputs (models/families.py: LlavaNext `image_sizes`, Qwen
-        `image_grid_thw` and `mm_token_type_ids`). Returns logits (B, L, V) and values (B,). `detach_value`
-        keeps value gradients out of the trunk.
+        `image_grid_thw` and `mm_token_type_ids`). Returns logits (B, L - logits_from, V) of positions
+        logits_from.. (the LM head's matmul and the log-softmax skip the prompt: a PPO update needs only the
+        response's) and values (B,). `detach_value` keeps value gradients out of the trunk.
         """
+        keep = torch.arange(logits_from, input_ids.shape[1], device=input_ids.device) if logits_from else 0
         out = self.vlm(
             input_ids=input_ids,
             attention_mask=attention_mask,
             pixel_values=pixel_values,
             output_hidden_states=True,
             use_cache=False,
+            logits_to_keep=keep,
             **image_inputs,
         )
         last_hidden = out.hidden_states[-1]  # (B, L, H)

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+import time
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from benchmarks import hotpath, report, throttle
+from benchmarks import cores, end_to_end, hotpath, learner_peak, report, throttle
 from benchmarks.__main__ import NAMES, parse_args
 from benchmarks.common import RunSpec, summarize_history
 
@@ -237,3 +243,43 @@ def test_quick_suite_writes_a_report(ray_cluster, tiny_model_path, tmp_path):
     assert headline and all(r["n"] == 1 and r["median"] > 0 for r in section["ratios"])
     md = (out / "report.md").read_text()
     assert "## Headline ratios" in md and section["title"] in md and headline[0]["label"] in md
+
+
+# ---- end to end, cores busy, learner FLOPs ---------------------------------------------------------------------
+def test_time_to_success_is_the_first_evaluation_at_the_target_after_the_start():
+    rows = [
+        {"update": 0, "eval/success": 0.95, "time/elapsed_s": 10.0},  # the SFT start does not count
+        {"update": 5, "eval/success": 0.7, "time/elapsed_s": 60.0},
+        {"update": 10, "eval/success": 0.92, "time/elapsed_s": 110.0},
+        {"update": 25, "eval/success": 0.96, "time/elapsed_s": 300.0},
+    ]
+    assert end_to_end.time_to_success(rows, 0.9) == (100.0, 0.96)
+    assert math.isnan(end_to_end.time_to_success(rows, 0.99)[0])
+
+
+def test_core_sampler_counts_a_busy_child_and_its_own_idle_wait(tmp_path):
+    history = tmp_path / "history.jsonl"
+    with cores.CoreSampler(history, interval=0.05) as sampler:
+        history.write_text("{}\n")
+        time.sleep(0.3)
+        busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1: pass"])
+        busy.wait()
+        time.sleep(0.2)
+        history.write_text("{}\n{}\n")
+        time.sleep(0.2)
+    out = sampler.busy(0, 1)
+    cores_ = os.cpu_count() or 1
+    # One core busy for ~1 s of a ~1.5 s window; the child's title is no actor's, so it is "other".
+    assert 0.4 / cores_ < out["other"] < 1.0 / cores_ and out["rollout"] == out["learner"] == 0.0
+    assert out["all"] == pytest.approx(out["cpu_s"] / out["capacity_s"])
+
+
+def test_update_flops_and_padding_from_the_rows_lengths():
+    table = pa.table({"prompt_ids": [[1] * 10, [1] * 10, [1] * 12], "response_ids": [[2] * 4, [2] * 2, [2] * 4]})
+    flops = {(10, 4): (1.0, 3.0), (10, 2): (2.0, 5.0), (12, 4): (4.0, 9.0)}
+    # proximal 1 + 2 + 4, then 2 micro-batches of 2 rows at the mean forward + backward cost (17 / 3)
+    assert learner_peak.update_flops([table], flops, 2, 2) == pytest.approx(7 + 4 * 17 / 3)
+    rng = np.random.default_rng(0)
+    waste = learner_peak.padding_waste([table], 3, rng)  # one micro-batch of all three, padded to 16 tokens
+    assert waste == pytest.approx(48 / 42)
+    assert learner_peak.padding_waste([table], 1, rng) == 1.0

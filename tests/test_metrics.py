@@ -63,3 +63,14 @@ def test_history_and_curve(tmp_path):
     assert [r["update"] for r in rows] == [1, 2] and rows[1]["eval/success"] == 0.5
     metrics.plot_curve(tmp_path, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rank_metrics_merge_counts_timings_and_means():
+    ranks = [
+        {"learner/samples": 130.0, "learner/staleness_count_1": 3.0, "timing/train_s": 20.0, "learner/approx_kl": 0.01},
+        {"learner/samples": 128.0, "learner/staleness_count_1": 5.0, "timing/train_s": 22.0, "learner/approx_kl": 0.03},
+    ]
+    merged = metrics.merge_ranks(ranks)
+    assert merged["learner/samples"] == 258.0 and merged["learner/staleness_count_1"] == 8.0
+    assert merged["timing/train_s"] == 22.0 and merged["learner/approx_kl"] == pytest.approx(0.02)
+    assert metrics.merge_ranks(ranks[:1]) == ranks[0]

@@ -44,12 +44,12 @@ class ToyPolicy(nn.Module):
         self.lm_head = nn.Linear(hidden, vocab)
         self.value_head = nn.Linear(hidden, 1)
 
-    def forward(self, input_ids, attention_mask, pixel_values, value_index, detach_value: bool = False):
+    def forward(self, input_ids, attention_mask, pixel_values, value_index, detach_value=False, logits_from=0):
         image = self.pixels(pixel_values.mean(dim=(2, 3)))  # (B, H)
         h = torch.tanh(self.mix(self.embed(input_ids) + image[:, None]))  # (B, L, H)
         h = h * attention_mask[..., None]
         last = h[torch.arange(input_ids.shape[0]), value_index]  # (B, H)
-        return self.lm_head(h), self.value_head(last.detach() if detach_value else last).squeeze(-1)
+        return self.lm_head(h[:, logits_from:]), self.value_head(last.detach() if detach_value else last).squeeze(-1)
 
 
 def toy_image_processor(images, return_tensors="pt"):
@@ -262,7 +262,8 @@ def test_every_rank_runs_as_many_proximal_forwards_as_the_largest_shard():
     torch.manual_seed(0)
     got = together.update(cfg, all_reduce=all_reduce)
     assert together.forwards.count(False) == 6 and alone.forwards.count(False) == math.ceil(N / cfg.micro_batch)
-    assert got == expected
+    learned = {k: v for k, v in expected.items() if not k.startswith("timing/")}  # timings differ, the rest not
+    assert {k: got[k] for k in learned} == learned
     assert not changed(params(alone.module), params(together.module))
 
 
@@ -317,6 +318,7 @@ def test_metric_keys_are_the_ones_the_driver_reads():
         *(f"learner/{k}" for k in ("stopped_early", "optimizer_micro_steps", "samples", "value_mean", "return_mean")),
         *(f"learner/{k}" for k in ("is_weight_mean", "behaviour_gap", "staleness_mean", "staleness_max")),
         *staleness,
+        *(f"timing/{k}_s" for k in ("collate", "proximal", "forward", "backward", "optimizer")),
     ]
     # learner_version 1 against policy versions 0 and -1: staleness 1 or 2, every sample counted once
     assert sum(out[k] for k in staleness) == N and out[staleness[0]] == out[staleness[3]] == 0

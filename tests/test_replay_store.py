@@ -165,6 +165,18 @@ def test_two_shards_balanced_never_split():
     assert sorted(seen) == sorted(lengths)  # every episode in exactly one shard
 
 
+def test_every_shard_holds_its_share_of_the_steps():
+    """Two learner ranks train whole optimizer steps of the smallest shard: 8 steps over 2 ranks gives each at
+    least 4 (filling by count alone would stop at 5 + 3), and too few to give that takes nothing."""
+    s = store()
+    s.add(episodes([5, 1, 1, 1, 1, 1, 5]))
+    shards = s.take(min_steps=8, learner_version=0, num_shards=2)
+    assert sorted(t.num_rows for t in shards) == [4, 5] and s.num_steps == 6
+    short = store()
+    short.add(episodes([7, 1]))
+    assert short.take(min_steps=8, learner_version=0, num_shards=2) is None and short.num_steps == 8
+
+
 def test_spill_dir_writes_readable_parquet(tmp_path):
     spill = tmp_path / "spill"
     s = store(spill_dir=str(spill), capacity_steps=5)
