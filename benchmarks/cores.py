@@ -58,7 +58,9 @@ class CoreSampler:
                 try:
                     key = (p.pid, p.create_time())
                     cpu = p.cpu_times()
-                    group = self._last[key][0] if key in self._last else group_of(p)
+                    # An actor's worker starts as ray::IDLE and takes the actor's title later: look until it does.
+                    known = self._last.get(key, ("other", 0.0))[0]
+                    group = known if known != "other" else group_of(p)
                     self._last[key] = (group, cpu.user + cpu.system)
                 except psutil.Error:
                     continue  # exited between the listing and the read: its last reading stays counted

@@ -130,13 +130,17 @@ def padding_waste(shards: list, micro_batch: int, rng) -> float:
 
 
 def shards_of(table, ranks: int, steps: int) -> list:
-    """The rows split over `ranks` as a run's replay store splits them."""
+    """The rows split over `ranks` as a run's replay store splits them: `steps` of them, or as many as the rows
+    can give every rank its share of (a store that cannot answer a take keeps its episodes)."""
     from actors.replay_store import ReplayStore
 
     store = ReplayStore(ReplayConfig(capacity_steps=10**6, max_policy_lag=10**6))
     for batch in table.to_batches():
         store.add(batch)
-    return store.take(steps, 0, ranks)
+    for wanted in range(steps, 0, -1):
+        if (shards := store.take(wanted, 0, ranks)) is not None:
+            return shards
+    raise ValueError(f"{table.num_rows} rows cannot feed {ranks} learner ranks")
 
 
 def start_learner(ctx: Context, v: Variant, ppo) -> list:
@@ -200,7 +204,7 @@ def render(ctx: Context, ppo, table, rows: dict, peaks: dict, waste: dict) -> di
         for phase in ("collate", "proximal", "forward", "backward", "optimizer"):
             share = [p[phase] / t for p, t in zip(r["phases"], r["update_s"])]
             metrics.append(report.metric(f"{label}: share of the update in {phase}", "share", share))
-    previous, new = list(VARIANTS)
+    previous, new = list(VARIANTS)[0], list(VARIANTS)[-1]
     for label, r in rows.items():
         ratios.append(
             report.ratio(
