@@ -257,7 +257,7 @@ def test_time_to_success_is_the_first_evaluation_at_the_target_after_the_start()
     assert math.isnan(end_to_end.time_to_success(rows, 0.99)[0])
 
 
-def test_core_sampler_counts_a_busy_child_and_its_own_idle_wait(tmp_path):
+def test_core_sampler_counts_a_busy_child_over_the_window(tmp_path):
     history = tmp_path / "history.jsonl"
     with cores.CoreSampler(history, interval=0.05) as sampler:
         history.write_text("{}\n")
@@ -268,10 +268,23 @@ def test_core_sampler_counts_a_busy_child_and_its_own_idle_wait(tmp_path):
         history.write_text("{}\n{}\n")
         time.sleep(0.2)
     out = sampler.busy(0, 1)
-    cores_ = os.cpu_count() or 1
-    # One core busy for ~1 s of a ~1.5 s window; the child's title is no actor's, so it is "other".
-    assert 0.4 / cores_ < out["other"] < 1.0 / cores_ and out["rollout"] == out["learner"] == 0.0
-    assert out["all"] == pytest.approx(out["cpu_s"] / out["capacity_s"])
+    # The child spun ~1 s of a ~1.5 s window; its title is no actor's, so it is "other". (This session's own
+    # Ray processes, descendants of pytest too, may add a little to every group.)
+    assert out["other"] * out["capacity_s"] > 0.8 and 1.3 < out["capacity_s"] / (os.cpu_count() or 1) < 3
+    assert out["all"] == pytest.approx(out["cpu_s"] / out["capacity_s"]) and out["all"] <= 1.0
+
+
+def test_processes_are_grouped_by_the_title_ray_gives_an_actor():
+    class Titled:
+        def __init__(self, title):
+            self.title = title
+
+        def cmdline(self):
+            return self.title.split()
+
+    assert cores.group_of(Titled("ray::RolloutActor.collect")) == "rollout"
+    assert cores.group_of(Titled("ray::LearnerWorker.update")) == "learner"
+    assert cores.group_of(Titled("ray::IDLE")) == cores.group_of(Titled("python -m cluster.train")) == "other"
 
 
 def test_update_flops_and_padding_from_the_rows_lengths():

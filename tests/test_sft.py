@@ -200,11 +200,19 @@ ADDED_AFTER = {
 }
 
 
+CHANGED_AFTER = {  # PPO-side defaults changed since (two learner ranks, issue 17); SFT reads none of them
+    "learner": {"world_size": 1, "cpus_per_rank": 1.0},
+    "ppo": {"micro_batch": 16, "grad_accum": 4},
+}
+
+
 def measured_config() -> dict:
     cfg = dataclasses.asdict(numberline())
     for section, names in ADDED_AFTER.items():
         for name in names:
             cfg[section].pop(name, None)
+    for section, values in CHANGED_AFTER.items():
+        cfg[section].update(values)
     del cfg["model"]["shape"]["max_positions"]  # added with ALFWorld; NumberLine keeps 1024
     return cfg
 
