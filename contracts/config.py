@@ -274,7 +274,7 @@ def numberline() -> Config:
     """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour.
 
     Two 1-thread learner ranks (half a reserved CPU each) share the cores with the throttled rollout actor, in
-    micro-batches of 32 (64 per optimizer step, as one rank's 16 x 4): 1.8x one rank's update (docs/bench §13).
+    micro-batches of 32 (64 per optimizer step, as one rank's 16 x 4): 1.3x the trained env steps/s (bench §13).
     """
     cfg = Config()
     cfg.learner.world_size, cfg.learner.cpus_per_rank = 2, 0.5
