@@ -2,8 +2,9 @@
 
 Both are the real driver (`python -m cluster.train`, `--run.mode async|sync`) with its defaults otherwise:
 one vLLM rollout actor and the preset's ZeRO-2 learner ranks (two of 1 thread). Async keeps the rollout actor
-collecting while the learner trains; sync collects, then trains, then pushes. The wall clock is the PPO loop's (from the
-SFT-start evaluation's log line to the last update's), so start-up and the final evaluation are left out.
+collecting while the learner trains; sync collects, then trains, then pushes. The wall clock is the PPO loop's
+(from the SFT-start evaluation's log line to the last update's), so start-up and the final evaluation are left
+out.
 """
 
 from __future__ import annotations

@@ -204,22 +204,26 @@ def training_run(ctx: Context, spec: RunSpec, repeat: int, overrides: list[str] 
             main(argv)
     rows = [json.loads(line) for line in history.read_text().splitlines()]
     summary = summarize_history(rows)
-    first = next(i for i, r in enumerate(rows) if r["update"] == 0 and "rollout/env_steps" not in r)
-    last = max(i for i, r in enumerate(rows) if "learner/samples" in r)
-    summary["cores_busy"] = sampler.busy(first, last)
+    summary["cores_busy"] = sampler.busy(*loop_lines(rows))
     summary["rows"] = rows
     ctx.cache[key] = summary
     return ctx.cache[key]
 
 
+def loop_lines(rows: list[dict]) -> tuple[int, int]:
+    """Indices of the PPO loop's first history line (the SFT-start evaluation) and its last update's line."""
+    first = next(i for i, r in enumerate(rows) if r["update"] == 0 and "rollout/env_steps" not in r)
+    return first, max(i for i, r in enumerate(rows) if "learner/samples" in r)
+
+
 def summarize_history(rows: list[dict]) -> dict:
     """The PPO loop of one run: wall clock from the SFT-start log line to the last update, env steps collected
     and used, staleness, learner time per update, and what the replay store evicted or dropped."""
-    start = next(r for r in rows if r["update"] == 0 and "rollout/env_steps" not in r)
+    first, final = loop_lines(rows)
+    start, last = rows[first], rows[final]
     updates = [r for r in rows if "learner/samples" in r]
     collected = sum(r.get("rollout/env_steps", 0.0) for r in updates)
     used = sum(r["learner/samples"] for r in updates)
-    last = updates[-1]
     train_s = sorted(r["timing/train_s"] for r in updates)
     return {
         "updates": len(updates),

@@ -48,10 +48,11 @@ def run(ctx: Context) -> dict:
             short[side].append(training_run(ctx, spec, repeat))
     full = {side: training_run(ctx, spec, 0, overrides=learning_run_args(ctx)) for side, spec in SIDES.items()}
     rate = {side: [r["used_steps"] / r["loop_s"] for r in short[side]] for side in SIDES}
+    success = {side: time_to_success(full[side]["rows"], TARGET_SUCCESS) for side in SIDES}
     metrics, ratios = [], []
     for side in SIDES:
         rs = short[side]
-        reached, final = time_to_success(full[side]["rows"], TARGET_SUCCESS)
+        reached, final = success[side]
         metrics += [
             report.metric(f"{side}: trained env steps/s", "steps/s", rate[side]),
             report.metric(f"{side}: PPO loop wall clock", "s", [r["loop_s"] for r in rs]),
@@ -80,9 +81,10 @@ def run(ctx: Context) -> dict:
             unit="share",
         )
     )
-    reached = {side: time_to_success(full[side]["rows"], TARGET_SUCCESS)[0] for side in SIDES}
     ratios.append(
-        report.ratio(f"wall clock to held-out >= {TARGET_SUCCESS}: previous / new", [reached[old]], [reached[new]])
+        report.ratio(
+            f"wall clock to held-out >= {TARGET_SUCCESS}: previous / new", [success[old][0]], [success[new][0]]
+        )
     )
     preset, overrides = run_args(ctx)
     return {
