@@ -3,8 +3,7 @@
     python -m cluster.train numberline --ppo.lr 1e-4 --rollout.num-actors 2
 
 The resolved config is written to runs/<run>/config.json with every run. Each component receives only its
-own sub-config. Paper values are noted where we keep them; where the tiny CPU model needs other values the
-field says so.
+own sub-config. Paper values are noted where we keep them; where the tiny CPU model needs others, it says so.
 """
 
 from __future__ import annotations
@@ -200,6 +199,9 @@ class PPOConfig:
     agree). Without it the policy took KL 3-5 steps once success saturated and collapsed into invalid text."""
     is_cap: float = 2.0
     """Cap of the truncated importance weight π_prox/π_behav for stale samples."""
+    invalid_penalty: float = 0.0
+    """Subtracted from an env step's reward in the learner when the answer did not parse (0 = the paper's
+    gym_cards: a random action, no penalty); the env's own reward, success and returns are left as they are."""
 
 
 @dataclass
@@ -273,12 +275,12 @@ class Config:
 def numberline() -> Config:
     """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour.
 
-    Two 1-thread learner ranks (half a reserved CPU each) share the cores with the throttled rollout actor, in
-    micro-batches of 32 (64 per optimizer step, as one rank's 16 x 4): 1.3x the trained env steps/s (bench §13).
-    """
+    Two 1-thread learner ranks (half a reserved CPU each) beside the throttled rollout actor, micro-batches of 32
+    (64 per optimizer step, as one rank's 16 x 4): 1.3x the trained env steps/s (bench §13). An unparsable
+    answer costs 1 in the learner (ppo.invalid_penalty; README "Late collapse")."""
     cfg = Config()
     cfg.learner.world_size, cfg.learner.cpus_per_rank = 2, 0.5
-    cfg.ppo.micro_batch, cfg.ppo.grad_accum = 32, 1
+    cfg.ppo.micro_batch, cfg.ppo.grad_accum, cfg.ppo.invalid_penalty = 32, 1, 1.0
     return cfg
 
 
@@ -314,9 +316,8 @@ def points24() -> Config:
 
 
 def blackjack() -> Config:
-    """Blackjack. Expert CoT answers are at most 82 tokens (71 on average). SFT as NumberLine (its ~250-token
-    sequences are no longer). Vision pre-training sat at chance for ~300 steps, then read the cards (0.96-1.0
-    per card at 500, the player's total 0.46 and rising; measured): 1000 steps, ~6.5 min in all."""
+    """Blackjack. Expert CoT answers are at most 82 tokens (71 on average); SFT as NumberLine. Vision pre-training
+    sat at chance ~300 steps, then read the cards (0.96-1.0 per card at 500; measured): 1000 steps, ~6.5 min."""
     return _card_task("blackjack", samples=SFTConfig.samples, vision_steps=1000)
 
 
@@ -325,11 +326,9 @@ def alfworld() -> Config:
 
     λ (ppo.cot_coef) 0.2, the paper's ALFWorld value. Prompts carry the scene text and every admissible command:
     up to ~720 tokens in this tokenizer (350 on average; measured over corpus episodes), so the model takes
-    2048 positions. Expert answers are at most 56 tokens: max_new_tokens 80. Evaluation plays each of the 120
-    generated unseen-floor-plan games up to 30 (5 per task type; --run.eval-episodes 120 plays each once). Env
-    steps cost ~0.05 s and prompts are ~3x a card task's, so fewer env copies, samples and updates fit the
-    2-core time budget. λ, max_new_tokens, 128 steps per update and the path are the task's (envs/alfworld/task.py).
-    """
+    2048 positions. Evaluation plays 30 of the 120 generated unseen-floor-plan games (5 per task type). Steps cost
+    ~0.05 s and prompts are ~3x a card task's, so fewer env copies, samples and updates fit 2 cores. λ,
+    max_new_tokens 80 (answers <= 56 tokens) and 128 steps per update are the task's (envs/alfworld/task.py)."""
     cfg = numberline()
     cfg.env.task = "alfworld"
     cfg.env.envs_per_actor = 8
@@ -342,6 +341,7 @@ def alfworld() -> Config:
     cfg.sft.samples = 2000
     cfg.sft.epochs = 6
     cfg.sft.action_noise = 0.2
+    cfg.ppo.invalid_penalty = 0.0  # the env itself gives -1 for a command that is not admissible (spec §8.6)
     return cfg
 
 

@@ -211,6 +211,7 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ppo.value_warmup_updates", _ge(0), "must be >= 0"),
     ("ppo.target_kl", _gt(0), "must be > 0"),
     ("ppo.is_cap", _ge(1), "must be >= 1 (a cap below 1 would shrink fresh samples too)"),
+    ("ppo.invalid_penalty", _ge(0), "must be >= 0 (a reward for unparsable answers would teach them)"),
     # learner
     ("learner.world_size", _ge(1), "must be >= 1"),
     ("learner.zero_stage", lambda v: v in (1, 2, 3), "must be 1, 2 or 3"),

@@ -130,17 +130,34 @@ def proximal_pass(
     return scores
 
 
+@dataclass
+class Advantages:
+    """GAE advantages normalised over all ranks and the returns, (N,) each, with the raw advantages' spread."""
+
+    normalised: torch.Tensor
+    returns: torch.Tensor
+    raw_mean: float
+    raw_std: float
+    """Before normalising: it shrinks towards the value head's error as success saturates."""
+
+
 def advantages_and_returns(
     samples: list[Sample], proximal_values: torch.Tensor, cfg: PPOConfig, all_reduce: AllReduce
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE per episode (samples are sorted by episode and step), advantages normalised over all ranks; (N,) each."""
-    rewards = torch.tensor([s.record.reward for s in samples])
+) -> Advantages:
+    """GAE per episode (samples are sorted by episode and step), advantages normalised over all ranks.
+
+    An unparsable answer's reward is lowered by cfg.invalid_penalty. Without it such an answer is worth a
+    random legal action, so where the policy's answer is always malformed every sample of that state is one,
+    the advantages there average zero and nothing pulls the policy back (the late collapse, issue 18).
+    """
+    rewards = torch.tensor([s.record.reward - cfg.invalid_penalty * (not s.record.action_valid) for s in samples])
     dones = torch.tensor([s.done for s in samples])
     advantages, returns = ppo.gae(rewards, proximal_values, dones, cfg.gamma, cfg.gae_lambda)
     total, total_sq, count = all_reduce([advantages.sum(), (advantages**2).sum(), float(len(samples))])
     mean = total / count
     std = math.sqrt(max(total_sq / count - mean**2, 0.0))
-    return ppo.normalize(advantages, mean, std), returns
+    normalised = ppo.normalize(advantages, mean, std)
+    return Advantages(normalised, returns, mean, std)
 
 
 def micro_batches_per_epoch(n: int, cfg: PPOConfig, all_reduce: AllReduce) -> int:
@@ -245,14 +262,21 @@ def ppo_update(
     """
     clock = PhaseClock()
     scores = proximal_pass(model, samples, make_batch, cfg, all_reduce, clock)
-    advantages, returns = advantages_and_returns(samples, scores.proximal_values, cfg, all_reduce)
+    adv = advantages_and_returns(samples, scores.proximal_values, cfg, all_reduce)
     weights = ppo.importance_weights(scores.proximal_logp, scores.behaviour_logp, cfg.is_cap)
     lr = ppo.cosine_lr(update, total_updates, cfg.lr, cfg.end_lr)
     model.set_lr(lr)
     warmup = update < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
     try:
         logs, stopped_early = ppo_epochs(
-            model, samples, make_batch, cfg, Targets(scores, advantages, returns, weights), warmup, all_reduce, clock
+            model,
+            samples,
+            make_batch,
+            cfg,
+            Targets(scores, adv.normalised, adv.returns, weights),
+            warmup,
+            all_reduce,
+            clock,
         )
     except FloatingPointError as error:
         raise FloatingPointError(f"update {update}: {error}") from error
@@ -265,7 +289,9 @@ def ppo_update(
         "learner/optimizer_micro_steps": float(len(logs["approx_kl"])),
         "learner/samples": float(len(samples)),
         "learner/value_mean": float(scores.proximal_values.mean()),
-        "learner/return_mean": float(returns.mean()),
+        "learner/return_mean": float(adv.returns.mean()),
+        "learner/advantage_mean": adv.raw_mean,
+        "learner/advantage_std": adv.raw_std,
         "learner/is_weight_mean": float(weights.mean()),
         "learner/behaviour_gap": float((scores.proximal_logp - scores.behaviour_logp).abs().mean()),
         "learner/staleness_mean": float(np.mean(staleness)),

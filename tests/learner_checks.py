@@ -10,7 +10,7 @@ from contracts.schema import StepRecord
 
 
 def record(**fields) -> StepRecord:
-    """A StepRecord with the bookkeeping fields no learner code reads filled in."""
+    """A StepRecord with the bookkeeping fields no learner code reads filled in (the answer parsed)."""
     bookkeeping = {"actor_id": 0, "env_index": 0, "seed": 0, "response_text": "", "action": 0, "action_valid": True}
     return StepRecord(**{**bookkeeping, "parse_status": "ok", **fields})
 

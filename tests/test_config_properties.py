@@ -65,6 +65,7 @@ FLOATS = {  # path: (low, low included, high, high included)
     "ppo.max_grad_norm": (0, False, INF, False),
     "ppo.target_kl": (0, False, INF, False),
     "ppo.is_cap": (1, True, INF, False),
+    "ppo.invalid_penalty": (0, True, INF, False),
     "rollout.temperature": (0, False, INF, False),
     "rollout.cpus_per_actor": (0, True, INF, False),
     "rollout.gpus_per_actor": (0, True, 1, True),

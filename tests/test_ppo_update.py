@@ -21,6 +21,7 @@ from torch import nn
 
 from contracts.config import PPOConfig
 from contracts.schema import encode_png, to_record_batch
+from learner import ppo
 from learner.batch import collate, samples_from_table
 from learner.ppo import cosine_lr
 from learner.ppo_update import advantages_and_returns, ppo_update, proximal_pass, single_process
@@ -297,7 +298,7 @@ def test_the_loss_moves_the_weights_and_the_right_way():
     t = toy(cfg)
     start = params(t.module)
     before = proximal_pass(t.model, t.samples, t.make_batch, cfg, single_process)
-    advantages, _ = advantages_and_returns(t.samples, before.proximal_values, cfg, single_process)
+    advantages = advantages_and_returns(t.samples, before.proximal_values, cfg, single_process).normalised
     t.update(cfg)
     assert changed(start, params(t.module)) == set(start)
     # PPO's surrogate Σ A·Δlog π went up: samples with a positive advantage became likelier, the others less.
@@ -316,6 +317,7 @@ def test_metric_keys_are_the_ones_the_driver_reads():
     assert list(out) == [
         *(f"learner/{k}" for k in ("policy_loss", "value_loss", "clip_frac", "approx_kl", "lr", "value_warmup")),
         *(f"learner/{k}" for k in ("stopped_early", "optimizer_micro_steps", "samples", "value_mean", "return_mean")),
+        *(f"learner/{k}" for k in ("advantage_mean", "advantage_std")),
         *(f"learner/{k}" for k in ("is_weight_mean", "behaviour_gap", "staleness_mean", "staleness_max")),
         *staleness,
         *(f"timing/{k}_s" for k in ("collate", "proximal", "forward", "backward", "optimizer")),
@@ -323,6 +325,27 @@ def test_metric_keys_are_the_ones_the_driver_reads():
     # learner_version 1 against policy versions 0 and -1: staleness 1 or 2, every sample counted once
     assert sum(out[k] for k in staleness) == N and out[staleness[0]] == out[staleness[3]] == 0
     assert all(np.isfinite(v) for v in out.values())
+
+
+def test_an_unparsable_answer_costs_the_invalid_penalty_and_nothing_else():
+    table = toy_table()
+    invalid = [i % 3 == 0 for i in range(table.num_rows)]
+    table = table.set_column(
+        table.schema.get_field_index("action_valid"), "action_valid", pa.array([not b for b in invalid])
+    )
+    t, values = toy(base(), table), torch.zeros(N)
+    rewards = torch.tensor([s.record.reward for s in t.samples])
+    dones = torch.tensor([s.done for s in t.samples])
+    paper = advantages_and_returns(t.samples, values, base(), single_process)
+    penalised = advantages_and_returns(t.samples, values, base(invalid_penalty=0.5), single_process)
+    cfg = base()
+    for adv, penalty in ((paper, 0.0), (penalised, 0.5)):
+        shaped = rewards - penalty * torch.tensor(invalid, dtype=torch.float32)
+        _, returns = ppo.gae(shaped, values, dones, cfg.gamma, cfg.gae_lambda)
+        assert torch.allclose(adv.returns, returns)
+        assert float(adv.normalised.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)  # the paper's normalising
+    assert penalised.raw_mean < paper.raw_mean  # the env's rewards themselves are untouched
+    assert [s.record.reward for s in t.samples] == rewards.tolist()
 
 
 def test_a_non_finite_loss_raises_with_the_update_number():
