@@ -172,7 +172,9 @@ class PPOConfig:
     gae_lambda: float = 0.95
     """GAE λ (paper 0.95)."""
     clip: float = 0.1
-    """Ratio clip and value clip (paper 0.1)."""
+    """Ratio clip (paper 0.1)."""
+    value_clip: float = 0.1
+    """Largest move of a value from its proximal one the value loss rewards per update (paper 0.1); 0 = none."""
     vf_coef: float = 0.5
     """Value loss coefficient (paper 0.5, on top of the 0.5 inside the value loss)."""
     cot_coef: float = 0.5
@@ -192,16 +194,16 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping (paper 0.01 with LoRA; too small for a tiny full model)."""
     value_warmup_updates: int = 2
-    """First updates train only the value head on a detached trunk: a random head must not push the shared
-    trunk (and so the SFT policy) around before its estimates mean anything."""
+    """First updates train only the value head on a detached trunk (a random head must not move the policy)."""
     target_kl: float = 0.05
     """Stop an update's remaining epochs once the mean approx. KL of an optimizer step exceeds this (all ranks
     agree). Without it the policy took KL 3-5 steps once success saturated and collapsed into invalid text."""
     is_cap: float = 2.0
     """Cap of the truncated importance weight π_prox/π_behav for stale samples."""
+    adv_std_floor: float = 0.0
+    """Advantages are divided by max(their std, this), in reward units (0 = the paper's std + 1e-5)."""
     invalid_penalty: float = 0.0
-    """Subtracted from an env step's reward in the learner when the answer did not parse (0 = the paper's
-    gym_cards: a random action, no penalty); the env's own reward, success and returns are left as they are."""
+    """Taken off a step's reward in the learner when its answer did not parse (0 = the paper's gym_cards)."""
 
 
 @dataclass
@@ -275,12 +277,13 @@ class Config:
 def numberline() -> Config:
     """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour.
 
-    Two 1-thread learner ranks (half a reserved CPU each) beside the throttled rollout actor, micro-batches of 32
-    (64 per optimizer step, as one rank's 16 x 4): 1.3x the trained env steps/s (bench §13). An unparsable
-    answer costs 1 in the learner (ppo.invalid_penalty; README "Late collapse")."""
+    Two 1-thread learner ranks beside the throttled rollout actor, micro-batches of 32 (64 per optimizer step, as
+    one rank's 16 x 4): 1.3x the trained env steps/s (bench §13). Against the late collapse (README): unclipped
+    value loss, advantage std floor 0.5, an unparsable answer costs 1 in the learner."""
     cfg = Config()
     cfg.learner.world_size, cfg.learner.cpus_per_rank = 2, 0.5
-    cfg.ppo.micro_batch, cfg.ppo.grad_accum, cfg.ppo.invalid_penalty = 32, 1, 1.0
+    cfg.ppo.micro_batch, cfg.ppo.grad_accum = 32, 1
+    cfg.ppo.value_clip, cfg.ppo.adv_std_floor, cfg.ppo.invalid_penalty = 0.0, 0.5, 1.0
     return cfg
 
 
@@ -300,11 +303,8 @@ def _card_task(task: str, samples: int, vision_steps: int) -> Config:
 
 
 def ezpoints() -> Config:
-    """EZPoints. Expert CoT answers are at most 91 tokens in its tokenizer (73 on average; 13 action-only).
-
-    SFT: 5000 samples x 2 epochs = 312 steps of ~1.2 s (~390-token sequences) plus per-frame image processing:
-    ~8 min on 2 cores. Vision pre-training read both ranks perfectly within 200 steps (measured).
-    """
+    """EZPoints. Expert CoT answers are at most 91 tokens (73 on average). SFT: 5000 samples x 2 epochs = 312 steps
+    of ~1.2 s, ~8 min on 2 cores. Vision pre-training read both ranks perfectly within 200 steps (measured)."""
     return _card_task("ezpoints", samples=5000, vision_steps=200)
 
 

@@ -199,6 +199,8 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ppo.gamma", lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("ppo.gae_lambda", _within(0, 1), "must be in [0, 1]"),
     ("ppo.clip", _gt(0), "must be > 0"),
+    ("ppo.value_clip", _ge(0), "must be >= 0 (0 = an unclipped value loss)"),
+    ("ppo.adv_std_floor", _ge(0), "must be >= 0 (0 keeps the paper's normalisation)"),
     ("ppo.vf_coef", _ge(0), "must be >= 0"),
     ("ppo.cot_coef", _within(0, 1), "must be in [0, 1]"),
     ("ppo.epochs", _ge(1), "must be >= 1"),

@@ -100,7 +100,12 @@ def policy_loss(
 
 
 def value_loss(values: torch.Tensor, proximal_values: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
-    """0.5 · max((V − R)², (V_prox + clip(V − V_prox, ±clip) − R)²), averaged; all (B,)."""
+    """0.5 · max((V − R)², (V_prox + clip(V − V_prox, ±clip) − R)²), averaged; all (B,). clip 0: 0.5 · (V − R)².
+
+    The clipped form moves no value more than `clip` from the proximal one in an update (its gradient is zero
+    beyond), so when returns rise by more than that per update the values trail them."""
+    if clip == 0:
+        return 0.5 * ((values - returns) ** 2).mean()
     clipped = proximal_values + (values - proximal_values).clamp(-clip, clip)
     return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
 

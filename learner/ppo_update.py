@@ -144,7 +144,8 @@ class Advantages:
 def advantages_and_returns(
     samples: list[Sample], proximal_values: torch.Tensor, cfg: PPOConfig, all_reduce: AllReduce
 ) -> Advantages:
-    """GAE per episode (samples are sorted by episode and step), advantages normalised over all ranks.
+    """GAE per episode (samples are sorted by episode and step), advantages normalised over all ranks: divided by
+    max(std, cfg.adv_std_floor), so a batch whose spread has shrunk to noise is not blown up to unit size.
 
     An unparsable answer's reward is lowered by cfg.invalid_penalty. Without it such an answer is worth a
     random legal action, so where the policy's answer is always malformed every sample of that state is one,
@@ -156,7 +157,7 @@ def advantages_and_returns(
     total, total_sq, count = all_reduce([advantages.sum(), (advantages**2).sum(), float(len(samples))])
     mean = total / count
     std = math.sqrt(max(total_sq / count - mean**2, 0.0))
-    normalised = ppo.normalize(advantages, mean, std)
+    normalised = ppo.normalize(advantages, mean, max(std, cfg.adv_std_floor))
     return Advantages(normalised, returns, mean, std)
 
 
@@ -240,7 +241,7 @@ def micro_batch_losses(
         cfg.clip,
         targets.weights[idx].to(dev),
     )
-    v_loss = ppo.value_loss(values, scores.proximal_values[idx].to(dev), targets.returns[idx].to(dev), cfg.clip)
+    v_loss = ppo.value_loss(values, scores.proximal_values[idx].to(dev), targets.returns[idx].to(dev), cfg.value_clip)
     return pg_loss, v_loss, stats
 
 

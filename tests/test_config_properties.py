@@ -58,6 +58,8 @@ FLOATS = {  # path: (low, low included, high, high included)
     "ppo.gamma": (0, False, 1, True),
     "ppo.gae_lambda": (0, True, 1, True),
     "ppo.clip": (0, False, INF, False),
+    "ppo.value_clip": (0, True, INF, False),
+    "ppo.adv_std_floor": (0, True, INF, False),
     "ppo.vf_coef": (0, True, INF, False),
     "ppo.cot_coef": (0, True, 1, True),
     "ppo.lr": (0, False, INF, False),

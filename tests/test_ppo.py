@@ -173,6 +173,14 @@ def test_value_loss_unclipped_cases_and_mean():
     assert_close(batch, torch.tensor((0.45125 + 0.405 + 1.125) / 3))
 
 
+def test_value_loss_without_a_clip_keeps_pulling_towards_the_return():
+    v = t(1.5).requires_grad_(True)
+    loss = value_loss(v, t(1.0), t(2.0), 0.0)  # where the clipped loss above had no gradient
+    assert_close(loss, torch.tensor(0.125))  # 0.5 * (1.5 - 2)^2
+    loss.backward()
+    assert_close(v.grad, t(-0.5))
+
+
 def test_importance_weights_cap_and_no_grad():
     prox = torch.tensor([0.0, math.log(2.0), math.log(10.0), math.log(0.5)], requires_grad=True)
     w = importance_weights(prox, torch.zeros(4), cap=3.0)

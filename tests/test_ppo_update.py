@@ -348,6 +348,20 @@ def test_an_unparsable_answer_costs_the_invalid_penalty_and_nothing_else():
     assert [s.record.reward for s in t.samples] == rewards.tolist()
 
 
+def test_the_std_floor_keeps_a_near_constant_batch_from_being_blown_up():
+    t, values = toy(base()), torch.zeros(N)
+    paper = advantages_and_returns(t.samples, values, base(), single_process)
+    raw = paper.normalised * (paper.raw_std + 1e-5) + paper.raw_mean  # the GAE advantages themselves
+    # A floor below the batch's spread changes nothing; above it, advantages keep their reward-unit size.
+    below = advantages_and_returns(t.samples, values, base(adv_std_floor=paper.raw_std / 2), single_process)
+    assert torch.allclose(below.normalised, paper.normalised, atol=1e-4)
+    floor = 10 * paper.raw_std
+    above = advantages_and_returns(t.samples, values, base(adv_std_floor=floor), single_process)
+    assert torch.allclose(above.normalised, (raw - paper.raw_mean) / (floor + 1e-5), atol=1e-5)
+    assert float(above.normalised.std(unbiased=False)) == pytest.approx(0.1, rel=1e-3)
+    assert (above.raw_mean, above.raw_std) == (paper.raw_mean, paper.raw_std)
+
+
 def test_a_non_finite_loss_raises_with_the_update_number():
     table = toy_table()
     table = table.set_column(
