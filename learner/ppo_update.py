@@ -145,11 +145,11 @@ def advantages_and_returns(
     samples: list[Sample], proximal_values: torch.Tensor, cfg: PPOConfig, all_reduce: AllReduce
 ) -> Advantages:
     """GAE per episode (samples are sorted by episode and step), advantages normalised over all ranks: divided by
-    max(std, cfg.adv_std_floor), so a batch whose spread has shrunk to noise is not blown up to unit size.
+    max(std, cfg.adv_std_floor). Once success saturates the spread left is mostly the value head's error, and
+    dividing by its shrinking std blew that up to unit size (the late collapse, README).
 
-    An unparsable answer's reward is lowered by cfg.invalid_penalty. Without it such an answer is worth a
-    random legal action, so where the policy's answer is always malformed every sample of that state is one,
-    the advantages there average zero and nothing pulls the policy back (the late collapse, issue 18).
+    An unparsable answer's reward is lowered by cfg.invalid_penalty: without it such an answer is worth a random
+    legal action, as good as a coin flip wherever the policy is no better than one.
     """
     rewards = torch.tensor([s.record.reward - cfg.invalid_penalty * (not s.record.action_valid) for s in samples])
     dones = torch.tensor([s.done for s in samples])
