@@ -174,7 +174,7 @@ class PPOConfig:
     clip: float = 0.1
     """Ratio clip (paper 0.1)."""
     value_clip: float = 0.1
-    """Largest move of a value from its proximal one the value loss rewards per update (paper 0.1); 0 = none."""
+    """Value clip: a value gains nothing from moving more than this from its proximal one (paper 0.1); 0 = none."""
     vf_coef: float = 0.5
     """Value loss coefficient (paper 0.5, on top of the 0.5 inside the value loss)."""
     cot_coef: float = 0.5

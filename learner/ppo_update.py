@@ -268,17 +268,9 @@ def ppo_update(
     lr = ppo.cosine_lr(update, total_updates, cfg.lr, cfg.end_lr)
     model.set_lr(lr)
     warmup = update < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
+    targets = Targets(scores, adv.normalised, adv.returns, weights)
     try:
-        logs, stopped_early = ppo_epochs(
-            model,
-            samples,
-            make_batch,
-            cfg,
-            Targets(scores, adv.normalised, adv.returns, weights),
-            warmup,
-            all_reduce,
-            clock,
-        )
+        logs, stopped_early = ppo_epochs(model, samples, make_batch, cfg, targets, warmup, all_reduce, clock)
     except FloatingPointError as error:
         raise FloatingPointError(f"update {update}: {error}") from error
     staleness = [learner_version - s.record.policy_version for s in samples]

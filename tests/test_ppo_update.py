@@ -333,19 +333,19 @@ def test_an_unparsable_answer_costs_the_invalid_penalty_and_nothing_else():
     table = table.set_column(
         table.schema.get_field_index("action_valid"), "action_valid", pa.array([not b for b in invalid])
     )
-    t, values = toy(base(), table), torch.zeros(N)
+    cfg = base()
+    t, values = toy(cfg, table), torch.zeros(N)
     rewards = torch.tensor([s.record.reward for s in t.samples])
     dones = torch.tensor([s.done for s in t.samples])
-    paper = advantages_and_returns(t.samples, values, base(), single_process)
+    paper = advantages_and_returns(t.samples, values, cfg, single_process)
     penalised = advantages_and_returns(t.samples, values, base(invalid_penalty=0.5), single_process)
-    cfg = base()
     for adv, penalty in ((paper, 0.0), (penalised, 0.5)):
         shaped = rewards - penalty * torch.tensor(invalid, dtype=torch.float32)
         _, returns = ppo.gae(shaped, values, dones, cfg.gamma, cfg.gae_lambda)
         assert torch.allclose(adv.returns, returns)
         assert float(adv.normalised.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)  # the paper's normalising
-    assert penalised.raw_mean < paper.raw_mean  # the env's rewards themselves are untouched
-    assert [s.record.reward for s in t.samples] == rewards.tolist()
+    assert penalised.raw_mean < paper.raw_mean
+    assert [s.record.reward for s in t.samples] == rewards.tolist()  # the env's rewards themselves are untouched
 
 
 def test_the_std_floor_keeps_a_near_constant_batch_from_being_blown_up():
