@@ -111,28 +111,33 @@ def replay_store(capacity_steps: int = 100_000):
     return ray.remote(num_cpus=0)(ReplayStore).remote(ReplayConfig(capacity_steps=capacity_steps, max_policy_lag=10**6))
 
 
-def learner_actor(
-    model_path: str, ppo: PPOConfig, zero_stage: int = 2, cls=None, cpus: float = 1.0, dtype: str = "float32"
-):
-    """One learner rank (world size 1) of `cls` (default: the project's LearnerWorker) as a Ray actor; it runs
-    one OMP thread whatever `cpus` reserves (ACTOR_ENV), so idle ranks can be parked on fractions of a CPU."""
+def learner_ranks(
+    model_path: str,
+    ppo: PPOConfig,
+    ranks: int = 1,
+    zero_stage: int = 2,
+    cls=None,
+    cpus: float = 1.0,
+    dtype: str = "float32",
+    env: dict[str, str] | None = None,
+) -> list:
+    """`ranks` learner ranks of `cls` (default: the project's LearnerWorker) as Ray actors, one process group.
+    Each runs one OMP thread whatever `cpus` reserves (ACTOR_ENV; `env` may override), so idle ranks can be
+    parked on fractions of a CPU. All ranks are started before any is waited for: rank 0's construction
+    blocks in the rendezvous until the others join."""
     from cluster.launch import free_port
     from learner.learner import LearnerWorker
 
-    handle = remote(cls or LearnerWorker, cpus=cpus).remote(
-        0,
-        1,
-        free_port(),
-        model_path,
-        ppo,
-        LearnerConfig(zero_stage=zero_stage),
-        1000,
-        RolloutConfig.temperature,
-        0,
-        dtype,
-    )
-    ray.get(handle.__ray_ready__.remote())
-    return handle
+    cfg = LearnerConfig(world_size=ranks, zero_stage=zero_stage)
+    args = (ranks, free_port(), model_path, ppo, cfg, 1000, RolloutConfig.temperature, 0, dtype)
+    handles = [remote(cls or LearnerWorker, cpus=cpus, env=env).remote(rank, *args) for rank in range(ranks)]
+    ray.get([h.__ray_ready__.remote() for h in handles])
+    return handles
+
+
+def learner_actor(model_path: str, ppo: PPOConfig, **options):
+    """One learner rank (world size 1): `learner_ranks` with ranks=1."""
+    return learner_ranks(model_path, ppo, 1, **options)[0]
 
 
 def replay_table(ctx: Context, steps: int):

@@ -20,9 +20,9 @@ import ray
 import torch
 
 from benchmarks import report
-from benchmarks.common import Context, kill, remote, replay_table
+from benchmarks.common import Context, kill, learner_ranks, remote, replay_table
 from benchmarks.zero import bench_ppo
-from contracts.config import LearnerConfig, ReplayConfig, RolloutConfig
+from contracts.config import ReplayConfig, RolloutConfig
 
 NAME = "learner_peak"
 TITLE = "14. Learner vs the hardware: FLOP/s of the matmul peak, padding, where an update's time goes"
@@ -144,16 +144,9 @@ def shards_of(table, ranks: int, steps: int) -> list:
 
 
 def start_learner(ctx: Context, v: Variant, ppo) -> list:
-    from cluster.launch import free_port
-    from learner.learner import LearnerWorker
-
     ppo = dataclasses.replace(ppo, micro_batch=v.micro_batch, grad_accum=v.grad_accum)
-    port, env = free_port(), {"OMP_NUM_THREADS": str(v.threads)}
-    cfg = LearnerConfig(world_size=v.ranks, zero_stage=2)
-    args = (v.ranks, port, ctx.model, ppo, cfg, 1000, RolloutConfig.temperature, 0, v.dtype)
-    ranks = [remote(LearnerWorker, cpus=0.5, env=env).remote(r, *args) for r in range(v.ranks)]
-    ray.get([r.__ray_ready__.remote() for r in ranks])
-    return ranks
+    env = {"OMP_NUM_THREADS": str(v.threads)}
+    return learner_ranks(ctx.model, ppo, v.ranks, cpus=0.5, dtype=v.dtype, env=env)
 
 
 def one_update(ranks: list, shards: list) -> dict:

@@ -5,7 +5,8 @@
     make table
 
 Success is the held-out rate (episode return > 0) from each run's eval.json: the SFT start and after RL.
-Points24 also shows the rate over solvable deals, since not every deal can make 24.
+Points24 also shows the rate over solvable deals, since not every deal can make 24, and each run the task's
+own noiseless expert on the same held-out deals (eval.json `expert_success`; Blackjack: basic strategy).
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def table(found: dict[tuple[str, bool], dict]) -> str:
         "",
         ANCHORS_NOTE,
         "",
-        "| run | task | CoT | episodes | SFT | after RL | solvable deals: SFT → RL | updates | env steps "
-        "| SFT min | PPO min |",
-        "|---" * 11 + "|",
+        "| run | task | CoT | episodes | SFT | after RL | expert, same deals | solvable deals: SFT → RL | updates "
+        "| env steps | SFT min | PPO min |",
+        "|---" * 12 + "|",
     ]
     for (task, cot), r in sorted(found.items(), key=lambda kv: (ORDER.index(kv[0][0]), not kv[0][1])):
         solvable = (
@@ -95,8 +96,8 @@ def table(found: dict[tuple[str, bool], dict]) -> str:
         sft_min = f"{r['sft_wall_clock_s'] / 60:.1f}" if r.get("sft_wall_clock_s") else "–"
         details.append(
             f"| {r['run']} | {SHORT[task]} | {'✓' if cot else '✗'} | {r['episodes']} | {_pct(r['sft_success'])} "
-            f"| {_pct(r['final_success'])} | {solvable} | {r['updates']} | {r['train_env_steps']} | {sft_min} "
-            f"| {r['wall_clock_s'] / 60:.1f} |"
+            f"| {_pct(r['final_success'])} | {_pct(r.get('expert_success'))} | {solvable} | {r['updates']} "
+            f"| {r['train_env_steps']} | {sft_min} | {r['wall_clock_s'] / 60:.1f} |"
         )
     if ("alfworld", True) in found:  # per task type, beside the paper's average (not the same games)
         r = found[("alfworld", True)]

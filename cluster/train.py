@@ -35,6 +35,7 @@ from cluster.metrics import RunLogger, merge_ranks, plot_curve
 from cluster.recovery import LearnerLost, Recovery, component_of
 from contracts.config import Config
 from contracts.validation import ConfigError
+from envs.baseline import expert_available, expert_success
 from envs.registry import check_task, task_config
 from envs.task import TaskError, TaskFailedError
 from models.checkpoint_files import ModelFilesError
@@ -226,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
         "resumed_from": str(resume_dir) if resume_dir else None,
         "resume_s": round(resume_s, 1) if resume_dir else None,
     }
+    if expert_available(task):  # the task's own expert on the same held-out deals (Blackjack: basic strategy)
+        result["expert_success"] = expert_success(task, cfg.env.eval_seed, cfg.run.eval_episodes)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     logger.close()
     shutdown(system)

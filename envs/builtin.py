@@ -82,5 +82,6 @@ BLACKJACK = Task(
     expert=Expert(experts.noisy_blackjack_action, experts.blackjack_response),
     perception=Perception(experts.blackjack_labels, experts.BLACKJACK_LABEL_CLASSES),
     corpus=_corpus(BlackjackEnv, experts.blackjack_expert, prompts.blackjack_prompt, experts.blackjack_response),
-    defaults=TaskDefaults(max_new_tokens=128, steps_per_update=256, cot_coef=0.5),  # answers <= 82 tokens
+    # answers <= 82 tokens; 500 held-out deals, as a win rate of ~0.43 has a standard error of 2.2 points there
+    defaults=TaskDefaults(max_new_tokens=128, steps_per_update=256, cot_coef=0.5, config={"run.eval_episodes": 500}),
 )

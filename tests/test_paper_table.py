@@ -34,7 +34,7 @@ def test_table_rows_averages_and_newest_run_wins(tmp_path, capsys):
         sft_success_on_solvable=0.025,
         final_success_on_solvable=0.05,
     )
-    write_run(tmp_path, "bj", "blackjack", 0.3, 0.41, mtime=150)
+    write_run(tmp_path, "bj", "blackjack", 0.3, 0.41, mtime=150, expert_success=0.442)
     write_run(tmp_path, "nl-nocot", "numberline", 0.3, 0.35, cot=False, mtime=150)
     found = find_runs([], str(tmp_path))
     assert found[("numberline", True)]["run"] == "nl-new"
@@ -43,6 +43,7 @@ def test_table_rows_averages_and_newest_run_wins(tmp_path, capsys):
     assert "| paper: after RL (CoT) | 89.4 | 50.0 | 2.3 | 40.2 | 45.5 |" in text
     assert "| ours: after RL, w/o CoT | 35.0 | – | – | – | – |" in text  # no average over missing tasks
     assert "2.5 → 5.0" in text  # Points24 over solvable deals
+    assert "| bj | BJ | ✓ | 200 | 30.0 | 41.0 | 44.2 | – |" in text  # basic strategy on the same deals
     assert "| field: CoSo, LLaVA-7B (ICML 2025) | 100.0 | 50.0 | 5.8 | 41.5 | 49.3 |" in text
     assert "| field: GTR-Turbo, Qwen2.5-VL-7B (CVPR 2026) | – | – | 53.5 | – | – |" in text
     main(["--runs-dir", str(tmp_path)])

@@ -105,6 +105,7 @@ def test_driver_end_to_end(ray_cluster, tiny_model_path, tmp_path, mode):
     assert saved["task"] == "numberline" and saved["episodes"] == 4
     assert 0.0 <= saved["sft_success"] <= 1.0 and 0.0 <= saved["final_success"] <= 1.0
     assert saved["updates"] == 2 and saved["policy_version"] == 2 and saved["mode"] == mode
+    assert saved["expert_success"] == 1.0  # NumberLine's expert on the same 4 held-out episodes
     run = tmp_path / "e2e"
     assert (run / "config.json").exists() and (run / "learning_curve.png").exists()
     assert (run / "checkpoint" / "model.safetensors").exists()
