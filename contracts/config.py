@@ -189,6 +189,8 @@ class PPOConfig:
     """Micro-batches per optimizer step."""
     lr: float = 3e-5
     """Adam learning rate (paper 1e-5 for a 7B LoRA)."""
+    value_lr_scale: float = 1.0
+    """The value head's learning rate as a multiple of `lr`, on the same schedule (1 = the paper's one rate)."""
     end_lr: float = 1e-6
     """Cosine schedule floor, reached after `total_updates`."""
     max_grad_norm: float = 1.0
@@ -196,8 +198,7 @@ class PPOConfig:
     value_warmup_updates: int = 2
     """First updates train only the value head on a detached trunk (a random head must not move the policy)."""
     target_kl: float = 0.05
-    """Stop an update's remaining epochs once the mean approx. KL of an optimizer step exceeds this (all ranks
-    agree). Without it the policy took KL 3-5 steps once success saturated and collapsed into invalid text."""
+    """Stop an update's remaining epochs once an optimizer step's mean approx. KL exceeds this (all ranks agree)."""
     is_cap: float = 2.0
     """Cap of the truncated importance weight π_prox/π_behav for stale samples."""
     adv_std_floor: float = 0.0
@@ -292,8 +293,7 @@ def _card_task(task: str, samples: int, vision_steps: int) -> Config:
 
     Kept from NumberLine: λ 0.5 (the paper's gym_cards value) and 256 env steps per update (the paper's 1024 for
     EZPoints, Points24 and 512 for Blackjack would need ~55 min of rollout for 25 updates at ~8 env steps/s).
-    max_new_tokens is the longest expert answer in the task's tokenizer (SFT demonstrations at noise 0, 0.45
-    and 1) plus ~40 %, as NumberLine's 96 is for its 56 (envs/builtin.py).
+    max_new_tokens: the task's longest expert answer plus ~40 %, as NumberLine's 96 is for its 56 (envs/builtin.py).
     """
     cfg = numberline()
     cfg.env.task = task

@@ -208,6 +208,7 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ppo.micro_batch", _ge(1), "must be >= 1"),
     ("ppo.grad_accum", _ge(1), "must be >= 1"),
     ("ppo.lr", _gt(0), "must be > 0"),
+    ("ppo.value_lr_scale", _gt(0), "must be > 0 (the value head's rate is lr times this)"),
     ("ppo.end_lr", _ge(0), "must be >= 0"),
     ("ppo.max_grad_norm", _gt(0), "must be > 0"),
     ("ppo.value_warmup_updates", _ge(0), "must be >= 0"),

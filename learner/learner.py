@@ -19,7 +19,7 @@ import torch
 from contracts.config import LearnerConfig, LoRAConfig, PPOConfig
 from learner.batch import Sample, TokenTexts, collate, samples_from_table
 from learner.ppo_update import ReduceOp, ppo_update
-from learner.step_model import WrappedModelStep
+from learner.step_model import WrappedModelStep, param_groups
 from models import lora
 from models.checkpoint_files import ModelFiles, ensure_local
 from models.families import family_of_model, image_token_id, torch_dtype
@@ -80,8 +80,7 @@ class LearnerWorker:
         self.total_updates, self.temperature = total_updates, temperature
         self.module = self._policy(model_path, lora_cfg or LoRAConfig(), seed)
         self.family, self.image_token_id = family_of_model(self.module.vlm), image_token_id(self.module.vlm.config)
-        trainable = [p for p in self.module.parameters() if p.requires_grad]  # LoRA: adapters and the value head
-        optimizer = torch.optim.AdamW(trainable, lr=ppo_cfg.lr, eps=1e-7, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(param_groups(self.module, ppo_cfg), lr=ppo_cfg.lr, eps=1e-7, weight_decay=0.0)
         ds_config = {
             "train_micro_batch_size_per_gpu": ppo_cfg.micro_batch,
             "gradient_accumulation_steps": ppo_cfg.grad_accum,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from contracts.config import PPOConfig
 from learner import ppo
 from models.families import EXTRA_IMAGE_KEYS
 
@@ -67,14 +68,26 @@ class WrappedModelStep:
         self.wrapped.step()
 
     def set_lr(self, lr: float) -> None:
+        """`lr` for the VLM's parameters, scaled per group (`param_groups`: the value head's own multiple)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def train_mode(self) -> None:
         self.wrapped.train()
 
     def eval_mode(self) -> None:
         self.wrapped.eval()
+
+
+def param_groups(module: torch.nn.Module, cfg: PPOConfig) -> list[dict]:
+    """The trainable parameters of a PolicyWithValue-like module as two optimizer groups: the VLM's (LoRA: its
+    adapters) at the scheduled lr, the value head's at cfg.value_lr_scale times it. At the VLM's rate the head
+    trailed returns that rise by several units within a few updates (README, late collapse): the KL stop leaves
+    an update only a few optimizer steps."""
+    head = [p for p in module.value_head.parameters() if p.requires_grad]
+    in_head = {id(p) for p in head}
+    vlm = [p for p in module.parameters() if p.requires_grad and id(p) not in in_head]
+    return [{"params": vlm, "lr_scale": 1.0}, {"params": head, "lr_scale": cfg.value_lr_scale}]
 
 
 class PlainTorchModel:

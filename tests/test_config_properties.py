@@ -63,6 +63,7 @@ FLOATS = {  # path: (low, low included, high, high included)
     "ppo.vf_coef": (0, True, INF, False),
     "ppo.cot_coef": (0, True, 1, True),
     "ppo.lr": (0, False, INF, False),
+    "ppo.value_lr_scale": (0, False, INF, False),
     "ppo.end_lr": (0, True, INF, False),
     "ppo.max_grad_norm": (0, False, INF, False),
     "ppo.target_kl": (0, False, INF, False),

@@ -19,7 +19,7 @@ from contracts.config import LearnerConfig, PPOConfig
 from contracts.schema import encode_png, to_record_batch
 from learner.batch import TokenTexts, collate, samples_from_table
 from learner.ppo_update import ppo_update
-from learner.step_model import PlainTorchModel, WrappedModelStep
+from learner.step_model import PlainTorchModel, WrappedModelStep, param_groups
 
 TEMPERATURE = 0.2
 
@@ -65,7 +65,7 @@ def plain_torch(model_path: str, cfg: PPOConfig):
 
     vlm, processor, head = load_policy(model_path)
     module = PolicyWithValue(vlm, head)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, eps=1e-7, weight_decay=0.0)  # as learner.py
+    optimizer = torch.optim.AdamW(param_groups(module, cfg), lr=cfg.lr, eps=1e-7, weight_decay=0.0)  # as learner.py
     banned = torch.tensor(banned_token_ids(processor.tokenizer))
     wrapped = PlainTorchModel(module, optimizer, cfg.grad_accum, cfg.max_grad_norm)
     model = WrappedModelStep(wrapped, optimizer, torch.device("cpu"), banned, TEMPERATURE, cfg.cot_coef)

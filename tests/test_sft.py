@@ -197,7 +197,7 @@ ADDED_AFTER = {
     "learner": ("gpus_per_rank", "resources", "placement_strategy"),
     "run": ("checkpoint_every", "keep_checkpoints", "resume", "max_restarts"),
     "env": ("max_consecutive_failures",),
-    "ppo": ("invalid_penalty", "value_clip", "adv_std_floor"),  # PPO only (issue 18)
+    "ppo": ("invalid_penalty", "value_clip", "adv_std_floor", "value_lr_scale"),  # PPO only (issue 18)
 }
 
 
