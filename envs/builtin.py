@@ -82,6 +82,6 @@ BLACKJACK = Task(
     expert=Expert(experts.noisy_blackjack_action, experts.blackjack_response),
     perception=Perception(experts.blackjack_labels, experts.BLACKJACK_LABEL_CLASSES),
     corpus=_corpus(BlackjackEnv, experts.blackjack_expert, prompts.blackjack_prompt, experts.blackjack_response),
-    # answers <= 82 tokens; 500 held-out deals, as a win rate of ~0.43 has a standard error of 2.2 points there
+    # answers <= 105 tokens since the thoughts name the plan; 500 held-out deals: a ~0.43 win rate is then +-2.2 points
     defaults=TaskDefaults(max_new_tokens=128, steps_per_update=256, cot_coef=0.5, config={"run.eval_episodes": 500}),
 )

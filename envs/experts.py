@@ -27,7 +27,15 @@ from envs.ezpoints import MAX_LEN as EZPOINTS_MAX_LEN
 from envs.points24 import ACTION_NAMES as POINTS24_ACTIONS
 from envs.points24 import MAX_LEN as POINTS24_MAX_LEN
 from envs.prompts import chat_prompt, numberline_prompt
-from envs.solvers import EZPOINTS_OPS, POINTS24_OPS, basic_strategy, continuation, is_solved, next_formula_token
+from envs.solvers import (
+    EZPOINTS_OPS,
+    POINTS24_OPS,
+    STAND,
+    basic_strategy,
+    continuation,
+    is_solved,
+    next_formula_token,
+)
 
 
 def numberline_expert(info: dict) -> int:
@@ -190,10 +198,24 @@ def _blackjack_thoughts(info: dict) -> str:
         f"so the dealer's total points are {11 if dealer == 1 else dealer} from the visible card."
     )
     if info["usable_ace"]:
-        return text + " A hit cannot bust me, because the ace can count as 1."
-    if total <= 11:
-        return text + " A hit cannot bust me."
-    return text + f" A hit busts me if the next card is worth more than {21 - total}."
+        text += " A hit cannot bust me, because the ace can count as 1."
+    elif total <= 11:
+        text += " A hit cannot bust me."
+    else:
+        text += f" A hit busts me if the next card is worth more than {21 - total}."
+    return f"{text} {_blackjack_plan(info)}"
+
+
+def _blackjack_plan(info: dict) -> str:
+    """The "think about which action to choose" part of the paper's prompt: basic strategy's threshold against
+    this up-card and what it says here. As the formula tasks' thoughts name the solver's next token, the plan is
+    said outright; a demonstration's action still deviates from it with probability `sft.action_noise`."""
+    total, dealer, soft = info["player_sum"], info["dealer_card"], info["usable_ace"]
+    lowest = 12 if soft else 4  # a usable ace makes at least 12
+    stand_from = min(t for t in range(lowest, 22) if basic_strategy(t, dealer, soft) == STAND)  # monotone in t
+    hand = "a soft" if soft else "a hard"
+    choice = BLACKJACK_ACTIONS[basic_strategy(total, dealer, soft)]
+    return f"Against {11 if dealer == 1 else dealer} I stand on {hand} {stand_from} or more, so I {choice}."
 
 
 def blackjack_response(info: dict, action: int, cot: bool = True) -> str:

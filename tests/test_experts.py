@@ -4,6 +4,7 @@ reads back as the action given. NumberLine first, then the card tasks."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -246,11 +247,28 @@ def test_blackjack_thoughts_describe_both_totals():
     assert obj == {
         "thoughts": "My cards are A and 6, so my total points are 17 with a usable ace. The dealer shows K, so "
         "the dealer's total points are 10 from the visible card. A hit cannot bust me, because the ace can "
-        "count as 1.",
+        "count as 1. Against 10 I stand on a soft 19 or more, so I hit.",
         "action": "hit",
     }
     env.player = [Card(10, "S"), Card(5, "H")]
-    thoughts = json.loads(blackjack_response(env._info(), 0))["thoughts"]
-    assert "total points are 15." in thoughts and thoughts.endswith("worth more than 6.")
+    thoughts = json.loads(blackjack_response(env._info(), 0))["thoughts"]  # the action deviates from the plan
+    assert "total points are 15." in thoughts and "worth more than 6. " in thoughts
+    assert thoughts.endswith("Against 10 I stand on a hard 17 or more, so I hit.")
     assert "9" not in thoughts  # the hole card is never mentioned
     assert blackjack_response(env._info(), 0, cot=False) == ' {\n "action": "stand" \n}'
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_blackjack_plan_is_basic_strategy_in_every_state(soft):
+    """The thoughts' threshold and choice are basic strategy's for every total and up-card (envs/solvers.py)."""
+    for dealer in range(1, 11):
+        for total in range(12 if soft else 4, 22):
+            info = {"player_hand": [("A" if soft else "9", "S"), ("5", "H")], "player_sum": total}
+            info |= {"dealer_card": dealer, "usable_ace": soft, "dealer_hand": [("9", "D"), ("2", "C")]}
+            thoughts = json.loads(blackjack_response(info, 0))["thoughts"]
+            plan = re.search(r"Against (\d+) I stand on a (soft|hard) (\d+) or more, so I (hit|stand)\.$", thoughts)
+            assert plan is not None, thoughts
+            up, kind, stand_from, choice = plan.groups()
+            assert int(up) == (11 if dealer == 1 else dealer) and kind == ("soft" if soft else "hard")
+            assert choice == ("stand" if basic_strategy(total, dealer, soft) == 0 else "hit")
+            assert (total >= int(stand_from)) == (choice == "stand")

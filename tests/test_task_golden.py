@@ -21,7 +21,7 @@ DEMOS = {  # (task, cot): digest of 60 demonstrations (ALFWorld 12) at noise 0.4
     ("ezpoints", False): "70b8b518ed5d068e",
     ("points24", True): "f623d03d9f7fae3d",
     ("points24", False): "4965a18e32de99b8",
-    ("blackjack", True): "1d692a52fdc4814f",
+    ("blackjack", True): "6e2de5e9440d29d8",  # re-recorded: the thoughts name basic strategy's plan (issue 18)
     ("blackjack", False): "d8672513703146fc",
     ("alfworld", True): "b13694dae06aeae0",
     ("alfworld", False): "1268e15727bb680c",
@@ -30,7 +30,7 @@ CORPUS = {  # perception classes + the whole tokenizer corpus
     "numberline": "edb039b92e3816bb",
     "ezpoints": "b471e2ae0274708d",
     "points24": "1dc3c0fe6256636e",
-    "blackjack": "ae0f4db9c77717a5",
+    "blackjack": "6a44895d99e5715c",  # re-recorded with those thoughts
     "alfworld": "007253a99a687223",
 }
 ROLLOUT = {  # (task, cot): a scripted engine's collect (3 envs x 12 steps) and 5 held-out episodes
@@ -78,7 +78,7 @@ PRESET_NUMBERS = {
     "numberline": (96, 256, 0.5, 1024, 16, {**_SFT, "samples": 8000, "vision_steps": 200}, (25, 200, 10)),
     "ezpoints": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 200}, (25, 200, 10)),
     "points24": (176, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 400}, (25, 200, 10)),
-    "blackjack": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 8000, "vision_steps": 1000}, (25, 200, 10)),
+    "blackjack": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 16000, "vision_steps": 1000}, (25, 500, 10)),
     "alfworld": (
         80, 128, 0.2, 2048, 8, {**_SFT, "samples": 2000, "vision_steps": 200, "epochs": 6, "action_noise": 0.2},
         (8, 30, 0),
