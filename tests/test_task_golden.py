@@ -78,7 +78,7 @@ PRESET_NUMBERS = {
     "numberline": (96, 256, 0.5, 1024, 16, {**_SFT, "samples": 8000, "vision_steps": 200}, (25, 200, 10)),
     "ezpoints": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 200}, (25, 200, 10)),
     "points24": (176, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 400}, (25, 200, 10)),
-    "blackjack": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 16000, "vision_steps": 1000}, (25, 500, 10)),
+    "blackjack": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 16000, "vision_steps": 1000}, (60, 500, 20)),
     "alfworld": (
         80, 128, 0.2, 2048, 8, {**_SFT, "samples": 2000, "vision_steps": 200, "epochs": 6, "action_noise": 0.2},
         (8, 30, 0),
