@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         "resumed_from": str(resume_dir) if resume_dir else None,
         "resume_s": round(resume_s, 1) if resume_dir else None,
     }
-    if expert_available(task):  # the task's own expert on the same held-out deals (Blackjack: basic strategy)
+    if expert_available(task):  # the task's own noiseless expert on the same held-out deals (envs/baseline.py)
         result["expert_success"] = expert_success(task, cfg.env.eval_seed, cfg.run.eval_episodes)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     logger.close()
