@@ -219,6 +219,7 @@ def ppo_epochs(
             logs["value_loss"].append(v_loss.item())
             logs["clip_frac"].append(stats["clip_frac"])
             logs["approx_kl"].append(stats["approx_kl"])
+            # Without this stop the policy took KL 3-5 steps once success saturated and collapsed into invalid text.
             if (j + 1) % cfg.grad_accum == 0:  # an optimizer-step boundary: every rank decides together
                 kl = all_reduce([float(np.mean(logs["approx_kl"][-cfg.grad_accum :]))], "mean")[0]
                 if not kl <= cfg.target_kl:  # NaN stops too
