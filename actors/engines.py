@@ -8,10 +8,12 @@ would break the learner's forward, and the learner masks the same ids so both si
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,30 @@ class Generation:
     text: str
 
 
+FIRST_ACTION = re.compile(r'"action":\s*"[^"]*"', re.IGNORECASE)
+"""A complete first action value, `"action": "<value>"`: all the paper's parsers read (envs/parsing.py)."""
+
+
+def end_at_first_action(gen: Generation, decode: Callable[[list[int]], str]) -> Generation:
+    """`gen` cut after the token that closes its first action value; unchanged without one.
+
+    A stop rule of the sampler, as EOS is: whether to stop depends only on the tokens so far, so the kept prefix
+    is an exact sample of the stopped policy and its log-probs stay the engine's. Without it a drifting policy
+    can write a second action after the first (a JSON field repeated), which the paper's parser reads as
+    ambiguous; the EZPoints late invalid rise was that (README).
+    """
+    match = FIRST_ACTION.search(gen.text)
+    if match is None:
+        return gen
+    ids, lo, hi = gen.response_ids, 1, len(gen.response_ids)
+    while lo < hi:  # the shortest prefix whose text reaches the value's closing quote
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(decode(ids[:mid])) >= match.end() else (mid + 1, hi)
+    if lo >= len(ids):
+        return gen
+    return Generation(gen.prompt_ids, ids[:lo], gen.logprobs[:lo], decode(ids[:lo]))
+
+
 class VLLMEngine:
     """One in-process vLLM engine (single process: starts in seconds, weights reload in place)."""
 
@@ -47,6 +73,7 @@ class VLLMEngine:
         cpu_kv_cache_gb: float = 1.0,
         max_model_len: int = 0,
         lora_rank: int = 0,
+        stop_after_action: bool = False,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv_cache_gb:g}"  # read when the engine starts
@@ -72,6 +99,8 @@ class VLLMEngine:
         self.chat_prompt = chat_format(AutoProcessor.from_pretrained(model_path))
         """question -> prompt in the checkpoint's chat template (models/families.py)."""
         tokenizer = self.llm.get_tokenizer()
+        self.stop_after_action = stop_after_action
+        self.decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
         banned = set(banned_token_ids(tokenizer))
         allowed = [i for i in range(len(tokenizer)) if i not in banned]
         self.params = SamplingParams(
@@ -93,7 +122,7 @@ class VLLMEngine:
             o = out.outputs[0]
             logprobs = [d[t].logprob for t, d in zip(o.token_ids, o.logprobs, strict=True)]
             gens.append(Generation(list(out.prompt_token_ids), list(o.token_ids), logprobs, o.text))
-        return gens
+        return [end_at_first_action(g, self.decode) for g in gens] if self.stop_after_action else gens
 
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], adapter: dict | None = None) -> None:
         """In place, without restarting the engine (models/weight_sync.py): full weights, or a LoRA adapter
@@ -144,7 +173,9 @@ def lora_options(rank: int, model_type: str) -> dict:
 class HFEngine:
     """HF transformers generate, batched with left padding. Same outputs as VLLMEngine."""
 
-    def __init__(self, model_path: str, temperature: float, max_new_tokens: int, seed: int = 0, dtype="float32"):
+    def __init__(
+        self, model_path: str, temperature: float, max_new_tokens: int, seed=0, dtype="float32", stop_after_action=False
+    ):
         from models.policy import load_policy
 
         self.vlm, self.processor, _ = load_policy(model_path, with_value_head=False, dtype=torch_dtype(dtype))
@@ -155,6 +186,7 @@ class HFEngine:
         self.tokenizer = self.processor.tokenizer
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
+        self.stop_after_action = stop_after_action
         self.banned = banned_token_ids(self.tokenizer)
         self.base_weights: dict[str, torch.Tensor] = {}
         """W0 of every weight a LoRA push adapts (the HF engine merges adapters into its own weights)."""
@@ -190,6 +222,9 @@ class HFEngine:
                 ids = ids[: ids.index(self.tokenizer.eos_token_id) + 1]
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             gens.append(Generation(prompt_ids, ids, token_logp[b, : len(ids)].tolist(), text))
+        if self.stop_after_action:
+            decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+            return [end_at_first_action(g, decode) for g in gens]
         return gens
 
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], adapter: dict | None = None) -> None:
@@ -218,7 +253,7 @@ def make_engine(cfg: RolloutConfig, model_path: str, dtype: str = "float32", see
     readies vLLM for adapter pushes of that rank (a LoRA checkpoint's engine starts from its base weights)."""
     model_path = base_path(model_path)
     if cfg.backend == "hf":
-        return HFEngine(model_path, cfg.temperature, cfg.max_new_tokens, seed, dtype=dtype)
+        return HFEngine(model_path, cfg.temperature, cfg.max_new_tokens, seed, dtype, cfg.stop_after_action)
     if cfg.backend != "vllm":
         raise ValueError(f"rollout.backend must be 'vllm' or 'hf', not {cfg.backend!r}")
     # On CPU hosts vLLM ignores it; on a GPU the engine shares its device with nothing else of ours by default.
@@ -233,4 +268,5 @@ def make_engine(cfg: RolloutConfig, model_path: str, dtype: str = "float32", see
         cpu_kv_cache_gb=cfg.cpu_kv_cache_gb,
         max_model_len=cfg.max_model_len,
         lora_rank=lora_rank,
+        stop_after_action=cfg.stop_after_action,
     )

@@ -90,16 +90,15 @@ class ModelConfig:
     path: str = "checkpoints/numberline-sft"
     """Policy checkpoint PPO starts from (HF format). Built by SFT when missing and `build_if_missing`."""
     build_if_missing: bool = True
-    """Run SFT into `path` when it does not exist: from `base` if set, else on the embedded tiny VLM it builds."""
+    """Run SFT into `path` when missing: from `base` if set, else on the embedded tiny VLM it builds."""
     base: str = ""
     """HF checkpoint of a supported family (models/families.py) that SFT starts from when `path` is missing;
     empty = the embedded tiny VLM. Set sft.lr for its size (the default is the tiny model's)."""
     shape: TinyVLMShape = field(default_factory=TinyVLMShape)
     """Sizes of the embedded default VLM (ignored for an existing checkpoint)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Weights and compute of both vLLM and the learner (bf16: DeepSpeed keeps fp32 master weights in the
-    optimizer). Any checkpoint of a supported family (models/families.py: llava, llava_next, qwen2_vl,
-    qwen2_5_vl) runs in either."""
+    """Weights and compute of vLLM and the learner (bf16: DeepSpeed keeps fp32 master weights in the optimizer).
+    Any checkpoint of a supported family (models/families.py: llava, llava_next, qwen2_vl, qwen2_5_vl) runs in both."""
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     """LoRA instead of full fine-tuning (rank > 0); the `paper_lora` preset has the paper's values."""
 
@@ -128,6 +127,8 @@ class RolloutConfig:
     """Sampling temperature (paper 0.2). Log-probs are taken from logits / temperature on both sides."""
     max_new_tokens: int = 96
     """Response cap (paper 256; our byte-level BPE answers need ~40 tokens)."""
+    stop_after_action: bool = False
+    """End a response at the close of its first `"action": "..."` value (a sampler stop rule, actors/engines.py)."""
     steps_per_call: int = 4
     """Env steps per env in one `collect` call; the learner can push weights between calls."""
     cpus_per_actor: float = 1.0
@@ -247,8 +248,7 @@ class RunConfig:
     keep_checkpoints: int = 2
     """Keep the newest N resumable checkpoints."""
     max_restarts: int = 3
-    """Restarts per run of the replay store, RunControl and the learner group, each (a dead learner rank restores
-    all ranks from the newest checkpoint, cluster/recovery.py; past the limit the run stops with a resume hint)."""
+    """Restarts per run of the replay store, RunControl and the learner group each (cluster/recovery.py)."""
     resume: str = ""
     """Continue a run: its folder or one of its checkpoints (same task, learner ranks and ZeRO stage)."""
 

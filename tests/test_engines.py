@@ -15,7 +15,7 @@ import torch
 from logprob_reference import MAX_NEW, T, batch, expanded_ids, manual_logprobs
 from PIL import Image
 
-from actors.engines import HFEngine
+from actors.engines import Generation, HFEngine, end_at_first_action
 from models.families import FAMILIES
 from models.policy import load_policy
 from models.tokenizer import banned_token_ids
@@ -76,6 +76,46 @@ def test_hf_engine_never_samples_banned_ids_even_when_they_dominate(hf_engine):
             np.testing.assert_allclose(gen.logprobs, ref, atol=1e-4)
     finally:
         handle.remove()
+
+
+def _chars(text: str) -> Generation:
+    """A generation whose tokens are its characters (code points), log-prob -i for token i."""
+    return Generation([1, 2], [ord(c) for c in text], [-float(i) for i in range(len(text))], text)
+
+
+def _decode(ids: list[int]) -> str:
+    return "".join(map(chr, ids))
+
+
+def test_end_at_first_action_keeps_the_prefix_through_the_first_value_only():
+    text = '{"thoughts": "x", "action": "+", "action": "3"}'
+    cut = end_at_first_action(_chars(text), _decode)
+    assert cut.text == '{"thoughts": "x", "action": "+"'
+    assert cut.response_ids == _chars(text).response_ids[: len(cut.text)] and cut.prompt_ids == [1, 2]
+    assert cut.logprobs == [-float(i) for i in range(len(cut.text))]  # the engine's own log-probs, untouched
+
+
+@pytest.mark.parametrize("text", ['{"thoughts": "no action here"}', '{"action": "unfinished', '"action": "+"'])
+def test_end_at_first_action_leaves_an_answer_without_text_after_a_closed_value_alone(text):
+    gen = _chars(text)
+    assert end_at_first_action(gen, _decode) is gen
+
+
+def test_end_at_first_action_reads_the_marker_as_the_parser_does_case_and_spaces():
+    assert end_at_first_action(_chars('{"Action":  "-"}'), _decode).text == '{"Action":  "-"'
+
+
+def test_end_at_first_action_cuts_on_real_tokens(hf_engine):
+    """With the tiny model's byte-level BPE: the cut lands on the token holding the closing quote."""
+    tokenizer = hf_engine.tokenizer
+    text = ' {\n "cards": [2, 10], \n"action": "10" \n}\n "action": "+" }'
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    gen = Generation([0], ids, [-0.5] * len(ids), tokenizer.decode(ids, skip_special_tokens=True))
+    cut = end_at_first_action(gen, lambda i: tokenizer.decode(i, skip_special_tokens=True))
+    assert cut.response_ids == ids[: len(cut.response_ids)] and len(cut.response_ids) < len(ids)
+    assert cut.text.count('"action"') == 1 and cut.text.rstrip().rstrip('"\n }').endswith('"action": "10')
+    shorter = tokenizer.decode(cut.response_ids[:-1], skip_special_tokens=True)
+    assert '"action": "10"' not in shorter  # the shortest such prefix
 
 
 # ---- vLLM (one in-process engine for the module) ---------------------------------------------------------------
