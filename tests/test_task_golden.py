@@ -76,7 +76,7 @@ def test_rollout_transcripts_are_unchanged(task, cot, monkeypatch, request):
 _SFT = {"action_noise": 0.45, "epochs": 2, "batch_size": 32, "lr": 0.001, "seed": 0}
 PRESET_NUMBERS = {
     "numberline": (96, 256, 0.5, 1024, 16, {**_SFT, "samples": 8000, "vision_steps": 200}, (25, 200, 10)),
-    "ezpoints": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 200}, (25, 200, 10)),
+    "ezpoints": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 10000, "vision_steps": 200}, (25, 200, 10)),
     "points24": (176, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 400}, (25, 200, 10)),
     "blackjack": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 16000, "vision_steps": 1000}, (60, 500, 20)),
     "alfworld": (
