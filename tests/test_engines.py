@@ -118,6 +118,36 @@ def test_end_at_first_action_cuts_on_real_tokens(hf_engine):
     assert '"action": "10"' not in shorter  # the shortest such prefix
 
 
+def test_hf_engine_with_the_stop_rule_ends_at_the_first_action_value(hf_engine):
+    """A hook on lm_head forces the answer `{"action": "+", "action": "-"} ...`; the engine keeps only the tokens
+    through the one that closes `"+"` (here `",`), with the log-probs the unstopped engine gave them."""
+    tokenizer = hf_engine.tokenizer
+    forced = tokenizer(' {"action": "+", "action": "-" } ' * 4, add_special_tokens=False)["input_ids"][:MAX_NEW]
+    step = [0]
+
+    def force(module, inputs, output):
+        output = output.clone()
+        output[:, -1, forced[min(step[0], len(forced) - 1)]] += 100.0
+        step[0] += 1
+        return output
+
+    prompts, images = batch()
+    handle = hf_engine.vlm.lm_head.register_forward_hook(force)
+    try:
+        runs = []
+        for stop in (False, True):
+            step[0], hf_engine.stop_after_action = 0, stop
+            runs.append(hf_engine.generate(prompts[:1], images[:1])[0])
+    finally:
+        handle.remove()
+        hf_engine.stop_after_action = False
+    full, cut = runs
+    assert full.response_ids == forced  # the hook really writes the answer
+    assert cut.response_ids == forced[: len(cut.response_ids)] and cut.text.count('"action"') == 1
+    assert cut.text.startswith(' {"action": "+"') and '"+"' not in tokenizer.decode(cut.response_ids[:-1])
+    assert cut.logprobs == full.logprobs[: len(cut.response_ids)]
+
+
 # ---- vLLM (one in-process engine for the module) ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model_path):
