@@ -193,6 +193,7 @@ ADDED_AFTER = {
     "rollout": (
         *("gpus_per_actor", "resources", "max_restarts", "max_backlog_updates"),
         *("gpu_memory_utilization", "cpu_kv_cache_gb", "max_model_len"),  # vLLM memory and length knobs
+        "stop_after_action",  # off for NumberLine (issue 18)
     ),
     "learner": ("gpus_per_rank", "resources", "placement_strategy"),
     "run": ("checkpoint_every", "keep_checkpoints", "resume", "max_restarts"),
