@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from contracts.config import RolloutConfig
+from envs.parsing import ACTION_MARKER
 from models import weight_sync
 from models.families import chat_format, family_of, family_of_model, image_token_id, max_positions, torch_dtype
 from models.lora import VLLM_PARTS, base_path
@@ -35,7 +36,7 @@ class Generation:
     text: str
 
 
-FIRST_ACTION = re.compile(r'"action":\s*"[^"]*"', re.IGNORECASE)
+FIRST_ACTION = re.compile(re.escape(ACTION_MARKER) + r'\s*"[^"]*"', re.IGNORECASE)
 """A complete first action value, `"action": "<value>"`: all the paper's parsers read (envs/parsing.py)."""
 
 
@@ -174,7 +175,13 @@ class HFEngine:
     """HF transformers generate, batched with left padding. Same outputs as VLLMEngine."""
 
     def __init__(
-        self, model_path: str, temperature: float, max_new_tokens: int, seed=0, dtype="float32", stop_after_action=False
+        self,
+        model_path: str,
+        temperature: float,
+        max_new_tokens: int,
+        seed: int = 0,
+        dtype: str = "float32",
+        stop_after_action: bool = False,
     ):
         from models.policy import load_policy
 
@@ -184,6 +191,7 @@ class HFEngine:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.vlm.to(self.device)
         self.tokenizer = self.processor.tokenizer
+        self.decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.stop_after_action = stop_after_action
@@ -220,12 +228,8 @@ class HFEngine:
             ids = new[b].tolist()
             if self.tokenizer.eos_token_id in ids:
                 ids = ids[: ids.index(self.tokenizer.eos_token_id) + 1]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            gens.append(Generation(prompt_ids, ids, token_logp[b, : len(ids)].tolist(), text))
-        if self.stop_after_action:
-            decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
-            return [end_at_first_action(g, decode) for g in gens]
-        return gens
+            gens.append(Generation(prompt_ids, ids, token_logp[b, : len(ids)].tolist(), self.decode(ids)))
+        return [end_at_first_action(g, self.decode) for g in gens] if self.stop_after_action else gens
 
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], adapter: dict | None = None) -> None:
         """(vLLM name, tensor) pairs, all or nothing; a LoRA push is merged into the weights (models/weight_sync.py)."""
