@@ -220,9 +220,10 @@ def start_learners(cfg: Config, pg: PlacementGroup, model: ModelFiles, run_name:
             "name": f"{name}-r{incarnation}" if name and incarnation else name,
         }
         args = (rank, cfg.learner.world_size, port, model.path, cfg.ppo, cfg.learner, cfg.run.total_updates)
-        args += (cfg.rollout.temperature, cfg.env.seed, cfg.model.dtype)
+        args += (cfg.rollout.temperature, cfg.env.seed, cfg.learner.dtype or cfg.model.dtype)
         remote = ray.remote(LearnerWorker).options(**options)
-        learners.append(remote.remote(*args, model_files=model, lora_cfg=cfg.model.lora))
+        engines = {"engine_dtype": cfg.model.dtype}  # the rollout side's, for the weight-push probe
+        learners.append(remote.remote(*args, model_files=model, lora_cfg=cfg.model.lora, **engines))
     return learners
 
 

@@ -39,13 +39,18 @@ REPLAY_FILE = "replay.arrow"
 
 def fingerprint(cfg: Config) -> dict:
     """What a checkpoint must share with the run resuming from it (the optimizer layout and the task)."""
-    return {
+    run = {
         "task": cfg.env.task,
         "cot": cfg.env.cot,
         "learner_world_size": cfg.learner.world_size,
         "zero_stage": cfg.learner.zero_stage,
         "shape": dataclasses.asdict(cfg.model.shape),
-    } | ({"lora": dataclasses.asdict(cfg.model.lora)} if cfg.model.lora.rank else {})
+    }
+    if cfg.model.lora.rank:
+        run["lora"] = dataclasses.asdict(cfg.model.lora)
+    if (dtype := cfg.learner.dtype or cfg.model.dtype) != "float32":  # fp32 checkpoints predate the key
+        run["learner_dtype"] = dtype  # a bf16 learner's optimizer state is laid out differently
+    return run
 
 
 def save(system, pool, cfg: Config, run_dir: pathlib.Path, progress: dict) -> pathlib.Path:

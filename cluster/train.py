@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     print_paths(str(resume_dir / "model") if resume_dir else cfg.model.path, run_dir, notes)
     try:  # an unsupported or missing model fails here in one line, before Ray or any actor starts
         model_path = str(resume_dir / "model") if resume_dir else ensure_sft_checkpoint(cfg)
-        print(f"model {model_path}: family {family_of(model_path).model_type}, {cfg.model.dtype}", flush=True)
+        dtypes = cfg.model.dtype + (f", learner {cfg.learner.dtype}" if cfg.learner.dtype else "")
+        print(f"model {model_path}: family {family_of(model_path).model_type}, {dtypes}", flush=True)
     except (UnsupportedModelError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -97,8 +97,8 @@ class ModelConfig:
     shape: TinyVLMShape = field(default_factory=TinyVLMShape)
     """Sizes of the embedded default VLM (ignored for an existing checkpoint)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Weights and compute of vLLM and the learner (bf16: DeepSpeed keeps fp32 master weights in the optimizer).
-    Any checkpoint of a supported family (models/families.py: llava, llava_next, qwen2_vl, qwen2_5_vl) runs in both."""
+    """Weights and compute of vLLM, and of the learner unless learner.dtype is set (bf16: DeepSpeed keeps fp32
+    master weights). Every supported family (models/families.py) runs in both."""
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     """LoRA instead of full fine-tuning (rank > 0); the `paper_lora` preset has the paper's values."""
 
@@ -138,8 +138,7 @@ class RolloutConfig:
     resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each rollout actor needs, e.g. {"rollout_node": 1} to keep them on env/CPU nodes."""
     gpu_memory_utilization: float = 0.0
-    """Share of its GPU's memory vLLM may take (weights + KV cache); 0 = 0.85 x gpus_per_actor (a 7B bf16 model
-    needs ~15 GB of weights plus KV cache). Ignored on CPU hosts."""
+    """Share of its GPU's memory vLLM may take (weights + KV cache); 0 = 0.85 x gpus_per_actor. CPU hosts: unused."""
     cpu_kv_cache_gb: float = 1.0
     """KV cache of a vLLM engine on a CPU host, in GiB (VLLM_CPU_KVCACHE_SPACE)."""
     max_model_len: int = 0
@@ -148,11 +147,9 @@ class RolloutConfig:
     max_restarts: int = 20
     """Crashed rollout actors are replaced automatically, at most this many times per run."""
     max_backlog_updates: float = 1.0
-    """Throttle of continuous rollout: an idle actor starts another collect only while the replay store plus the
-    running collects hold fewer unused env steps than this many PPO updates need (values below 1 count as 1, so
-    the learner never waits on it); 0 turns it off, and rollout then runs flat out. Unthrottled on 2 cores, ~86 %
-    of the collected NumberLine steps were evicted or dropped unused, for the same wall clock on an idle host
-    (docs/bench/report.md, section 7)."""
+    """Throttle: an idle actor starts another collect only while the store plus the running collects hold fewer
+    unused env steps than this many PPO updates need (below 1 counts as 1); 0 = off, rollout runs flat out (on
+    2 cores ~86 % of NumberLine's steps were then evicted or dropped unused: docs/bench/report.md, section 7)."""
 
 
 @dataclass
@@ -224,6 +221,9 @@ class LearnerConfig:
     """Placement-group strategy of the learner ranks (PACK keeps them on as few nodes as possible)."""
     push_every: int = 1
     """Push weights to the rollout actors every K PPO updates."""
+    dtype: Literal["", "float32", "bfloat16"] = ""
+    """The learner's own dtype ("" = model.dtype): bf16 beside an fp32 vLLM trains faster on CPUs with
+    avx512_bf16; the importance weights absorb the log-prob gap between the two."""
 
 
 @dataclass

@@ -304,6 +304,13 @@ def check_cross(c: Checker) -> None:
             lambda v: v == 0 or v > cap,
             f"must be 0 or > rollout.max_new_tokens ({cap}): the prompt needs room too",
         )
+    if c.fine("learner.dtype", "model.dtype", "learner.zero_stage"):
+        c(
+            "learner.dtype",
+            lambda v: v in ("", cfg.model.dtype) or cfg.learner.zero_stage < 3,
+            f"other than model.dtype ({cfg.model.dtype}) needs learner.zero_stage 1 or 2: the weight-push probe "
+            "is scored on a whole copy of the module in the engine's dtype",
+        )
     if c.fine("learner.cpus_per_rank", "learner.gpus_per_rank", "learner.resources"):
         bundle = [cfg.learner.cpus_per_rank, cfg.learner.gpus_per_rank, *cfg.learner.resources.values()]
         c(

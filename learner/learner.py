@@ -9,6 +9,7 @@ A plain class; cluster/launch.py wraps it with `ray.remote`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import pathlib
 import random
@@ -57,6 +58,7 @@ class LearnerWorker:
         dtype: str = "float32",
         model_files: ModelFiles | None = None,
         lora_cfg: LoRAConfig | None = None,
+        engine_dtype: str = "",
     ):
         model_path = ensure_local(model_path, model_files)  # first: shipped here if this node cannot read it
         os.environ.update(
@@ -102,7 +104,8 @@ class LearnerWorker:
         )
         self.token_texts = TokenTexts(tokenizer)
         self.probe = probe_inputs(self.processor)  # scored under every pushed version (models/weight_sync.py)
-        self.probe_tolerance = PROBE_TOLERANCE[dtype]
+        self.dtype, self.engine_dtype = dtype, engine_dtype or dtype  # the rollout engines' (model.dtype)
+        self.probe_tolerance = PROBE_TOLERANCE[self.engine_dtype]  # the probe is scored in the engines' dtype
         self.last_push: dict = {}
         self.updates = 0  # PPO updates done (checkpointed): the cosine schedule and the value warm-up follow it
 
@@ -188,7 +191,9 @@ class LearnerWorker:
             yield
 
     def _probe(self) -> Probe | None:
-        """The probe scored under the current weights (rank 0; a collective forward under ZeRO-3)."""
+        """The probe scored under the current weights (rank 0; a collective forward under ZeRO-3), in the
+        engines' dtype: a bf16 learner beside fp32 engines scores an fp32 copy of its module (the pushed
+        weights are its bf16 values exactly, so the engines then agree to fp32 precision, not to bf16's ~0.1)."""
         if self.rank != 0 and self.cfg.zero_stage != 3:
             return None
         text, image, ids, start = self.probe
@@ -197,8 +202,14 @@ class LearnerWorker:
         batch = self._collate([Sample.probe(ids[:start], ids[start:], Image.fromarray(image))])
         self.step_model.eval_mode()
         with torch.no_grad():
-            logprobs = self.step_model.raw_logprobs(batch)[0, : len(ids) - start].tolist()
+            scorer = self.step_model if self.engine_dtype == self.dtype else self._copy_in(self.engine_dtype)
+            logprobs = scorer.raw_logprobs(batch)[0, : len(ids) - start].tolist()
         return Probe(text, image, ids, start, logprobs, self.probe_tolerance)
+
+    def _copy_in(self, dtype: str) -> WrappedModelStep:
+        """The module copied into `dtype`, scoring like the trained one (ZeRO-1/2: every rank has it whole)."""
+        module = copy.deepcopy(self.module).to(torch_dtype(dtype)).eval()
+        return WrappedModelStep(module, None, self.device, self.step_model.banned, self.temperature, 0.0)
 
     def export_weights(self, version: int) -> WeightsPayload | None:
         """What a push sends, from rank 0 (other ranks return None). Collective under ZeRO-3.

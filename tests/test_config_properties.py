@@ -83,6 +83,7 @@ FLOATS = {  # path: (low, low included, high, high included)
 }
 CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
+    "learner.dtype": ("", "float32", "bfloat16"),
     "rollout.backend": ("vllm", "hf"),
     "run.mode": ("async", "sync"),
 }
@@ -135,6 +136,10 @@ def cross_problems(cfg: Config, fine) -> list[str]:
     rule(
         ("learner.cpus_per_rank", "learner.gpus_per_rank"),
         lambda: cfg.learner.cpus_per_rank > 0 or cfg.learner.gpus_per_rank > 0,
+    )
+    rule(
+        ("learner.dtype", "model.dtype", "learner.zero_stage"),
+        lambda: cfg.learner.dtype in ("", cfg.model.dtype) or cfg.learner.zero_stage < 3,
     )
     rule(("env.eval_seed", "env.seed", "rollout.num_actors"), lambda: e.eval_seed > e.seed + r.num_actors * 10**8)
     rule(("env.eval_seed", "run.eval_episodes"), lambda: e.eval_seed + cfg.run.eval_episodes <= SFT_BASE)
@@ -226,6 +231,8 @@ def valid_configs(draw) -> Config:
     if 0 < cfg.rollout.max_model_len <= cfg.rollout.max_new_tokens:
         cfg.rollout.max_model_len += cfg.rollout.max_new_tokens
     cfg.learner.cpus_per_rank = cfg.learner.cpus_per_rank or 1.0
+    if cfg.learner.dtype not in ("", cfg.model.dtype):
+        cfg.learner.zero_stage = min(cfg.learner.zero_stage, 2)
     s.text_hidden, s.vision_hidden = s.text_heads * draw(st.integers(1, 8)), s.vision_heads * draw(st.integers(1, 8))
     s.image_size = s.patch_size * draw(st.integers(1, 8))
     s.max_positions = s.image_tokens + draw(st.integers(1, 64))

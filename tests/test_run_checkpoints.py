@@ -90,6 +90,19 @@ def test_a_damaged_checkpoint_asked_for_by_name_names_the_previous_one(tmp_path,
         load(str(tmp_path / "run"), tiny())
 
 
+def test_a_bf16_learner_refuses_an_fp32_learners_checkpoint(tmp_path, tiny_model_path):
+    from cluster.run_checkpoints import load
+    from learner.state_files import CheckpointMismatch
+
+    _, newest = fake_run(tmp_path, tiny_model_path)
+    cfg = tiny()
+    cfg.learner.dtype = "bfloat16"  # the same for model.dtype bfloat16 (the learner's dtype is the one that counts)
+    with pytest.raises(CheckpointMismatch, match="learner_dtype: checkpoint None vs run 'bfloat16'"):
+        load(str(newest), cfg)
+    cfg.learner.dtype, cfg.model.dtype = "float32", "bfloat16"  # a bf16 vLLM beside an fp32 learner fits
+    assert load(str(newest), cfg)[0] == newest
+
+
 def _learner(cfg, model_path):
     import ray
 

@@ -195,7 +195,7 @@ ADDED_AFTER = {
         *("gpu_memory_utilization", "cpu_kv_cache_gb", "max_model_len"),  # vLLM memory and length knobs
         "stop_after_action",  # off for NumberLine (issue 18)
     ),
-    "learner": ("gpus_per_rank", "resources", "placement_strategy"),
+    "learner": ("gpus_per_rank", "resources", "placement_strategy", "dtype"),
     "run": ("checkpoint_every", "keep_checkpoints", "resume", "max_restarts"),
     "env": ("max_consecutive_failures",),
     "ppo": ("invalid_penalty", "value_clip", "adv_std_floor", "value_lr_scale"),  # PPO only (issue 18)
