@@ -110,6 +110,7 @@ class VLLMEngine:
             logprobs=0,
             allowed_token_ids=allowed,
             skip_special_tokens=True,
+            detokenize=False,  # one decode per response below, not vLLM's per token (batch 16: 1.06-1.14x faster)
         )
 
     def generate(self, prompts: list[str], images: list[np.ndarray]) -> list[Generation]:
@@ -122,7 +123,7 @@ class VLLMEngine:
         for out in outputs:
             o = out.outputs[0]
             logprobs = [d[t].logprob for t, d in zip(o.token_ids, o.logprobs, strict=True)]
-            gens.append(Generation(list(out.prompt_token_ids), list(o.token_ids), logprobs, o.text))
+            gens.append(Generation(list(out.prompt_token_ids), list(o.token_ids), logprobs, self.decode(o.token_ids)))
         return [end_at_first_action(g, self.decode) for g in gens] if self.stop_after_action else gens
 
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], adapter: dict | None = None) -> None:
