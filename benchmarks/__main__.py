@@ -76,7 +76,7 @@ def ensure_model(path: str) -> str:
     if (pathlib.Path(path) / "config.json").exists():
         return path
     from cluster.train import ensure_sft_checkpoint
-    from contracts.config import numberline
+    from contracts.presets import numberline
 
     cfg = numberline()
     cfg.model.path = path

@@ -220,7 +220,7 @@ def start_learners(cfg: Config, pg: PlacementGroup, model: ModelFiles, run_name:
             "name": f"{name}-r{incarnation}" if name and incarnation else name,
         }
         args = (rank, cfg.learner.world_size, port, model.path, cfg.ppo, cfg.learner, cfg.run.total_updates)
-        args += (cfg.rollout.temperature, cfg.env.seed, cfg.learner.dtype or cfg.model.dtype)
+        args += (cfg.rollout.temperature, cfg.env.seed, cfg.learner_dtype())
         remote = ray.remote(LearnerWorker).options(**options)
         # engine_dtype: the rollout engines' (model.dtype), which the weight-push probe is scored in
         learners.append(remote.remote(*args, model_files=model, lora_cfg=cfg.model.lora, engine_dtype=cfg.model.dtype))

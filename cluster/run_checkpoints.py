@@ -48,7 +48,7 @@ def fingerprint(cfg: Config) -> dict:
     }
     if cfg.model.lora.rank:
         run["lora"] = dataclasses.asdict(cfg.model.lora)
-    if (dtype := cfg.learner.dtype or cfg.model.dtype) != "float32":  # fp32 checkpoints predate the key
+    if (dtype := cfg.learner_dtype()) != "float32":  # fp32 checkpoints predate the key
         run["learner_dtype"] = dtype  # a bf16 learner's optimizer state is laid out differently
     return run
 

@@ -46,7 +46,7 @@ NUMBERLINE = Task(
 
 # max_new_tokens of the card tasks: the longest expert answer in the task's tokenizer (measured over SFT
 # demonstrations at noise 0, 0.45 and 1) plus ~40 %, as NumberLine's 96 is for its 56. λ and the steps per
-# update are NumberLine's (the paper collected 1024 / 512 per update; contracts/config.py says why not here).
+# update are NumberLine's (the paper collected 1024 / 512 per update; contracts/presets.py says why not here).
 EZPOINTS = Task(
     name="ezpoints",
     make_env=EZPointsEnv,

@@ -16,7 +16,8 @@ from importlib import metadata
 
 import numpy as np
 
-from contracts.config import Config, parse_cli
+from contracts.config import Config
+from contracts.presets import parse_cli
 from contracts.validation import ConfigError, flag
 from envs.parsing import ParsedAction
 from envs.task import Expert, Perception, Task, TaskDefaults, TaskError

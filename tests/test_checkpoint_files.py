@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from contracts.config import tiny
+from contracts.presets import tiny
 from models import checkpoint_files as cf
 from models.checkpoint_files import ModelFiles, ModelFilesError, ensure_local
 

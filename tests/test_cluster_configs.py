@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cluster import metrics
-from contracts.config import PRESETS, parse_cli
+from contracts.presets import PRESETS, parse_cli
 
 CLUSTER = pathlib.Path(__file__).resolve().parent.parent / "cluster"
 FILES = ["ray-cluster.yaml", "rayjob.yaml", "grafana_dashboard.json"]

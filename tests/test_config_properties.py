@@ -15,7 +15,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.config import PRESETS, Config
+from contracts.config import Config
+from contracts.presets import PRESETS
 from contracts.validation import ConfigError
 
 INF = math.inf

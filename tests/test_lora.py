@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.config import LoRAConfig, tiny
+from contracts.config import LoRAConfig
+from contracts.presets import tiny
 from contracts.validation import problems
 from models import lora
 from models.families import FAMILIES
@@ -242,7 +243,7 @@ def test_config_rules_for_lora():
     cfg.model.lora = LoRAConfig(rank=-1, alpha=-2.0, dropout=1.0)
     found = "\n".join(problems(cfg))
     assert "--model.lora.rank -1" in found and "--model.lora.alpha -2" in found and "--model.lora.dropout 1" in found
-    from contracts.config import PRESETS
+    from contracts.presets import PRESETS
 
     paper = PRESETS["paper_lora"][1]
     assert (paper.model.lora.rank, paper.model.lora.alpha, paper.model.lora.dropout) == (128, 256.0, 0.05)

@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from contracts.config import LoRAConfig, tiny
+from contracts.config import LoRAConfig
+from contracts.presets import tiny
 from models.families import FAMILIES
 
 pytestmark = pytest.mark.slow

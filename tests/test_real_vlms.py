@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from contracts.config import tiny
+from contracts.presets import tiny
 from models.families import FAMILIES
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from driver_runs import history
 
 from benchmarks.chaos import UPDATES, chaos_run, survived
 from cluster.recovery import Recovery, component_of
-from contracts.config import tiny
+from contracts.presets import tiny
 
 
 def test_component_named_from_the_actor_class_in_the_error():

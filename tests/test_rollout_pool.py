@@ -16,7 +16,7 @@ from driver_runs import RunInThread, argv, history, status, wait_for
 
 from cluster import launch, rollout_pool
 from cluster.rollout_pool import RolloutPool, backlog_gate
-from contracts.config import tiny
+from contracts.presets import tiny
 
 # ---- the throttle (rollout.max_backlog_updates), without a cluster ----
 

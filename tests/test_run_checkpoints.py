@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from contracts.config import tiny
+from contracts.presets import tiny
 
 
 def fake_run(tmp_path, model_path, updates=(2, 4)) -> list:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from contracts import seeds
-from contracts.config import EnvConfig, tiny
+from contracts.config import EnvConfig
+from contracts.presets import tiny
 
 
 def test_bases_and_formula_are_the_ones_runs_were_reported_with():

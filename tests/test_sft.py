@@ -11,7 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from contracts.config import PRESETS, ModelConfig, SFTConfig, TinyVLMShape, numberline
+from contracts.config import ModelConfig, SFTConfig, TinyVLMShape
+from contracts.presets import PRESETS, numberline
 from envs import make_env, resolve_task
 from envs.experts import blackjack_expert, ezpoints_expert, points24_expert
 from envs.numberline import NumberLineEnv

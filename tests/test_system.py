@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from contracts.config import tiny
+from contracts.presets import tiny
 
 pytestmark = pytest.mark.slow
 

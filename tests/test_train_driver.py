@@ -14,7 +14,7 @@ from cluster import train
 from cluster.launch import System
 from cluster.metrics import RunLogger, plot_curve
 from cluster.train import print_table, summarize_rollouts
-from contracts.config import tiny
+from contracts.presets import tiny
 
 
 def collect_metrics(steps, tokens, episodes, successes, return_sum, invalid, env_failures=0.0) -> dict[str, float]:

@@ -27,7 +27,7 @@ def task_type(info: dict) -> str | None:
 
 # Prompts carry the scene text and every admissible command (up to ~720 tokens, 350 on average); expert answers
 # are at most 56 tokens, so 80 new tokens. Env steps cost ~0.05 s and prompts are ~3x a card task's: 128 env
-# steps per update fit the 2-core time budget (the preset, contracts/config.py, sizes the rest).
+# steps per update fit the 2-core time budget (the preset, contracts/presets.py, sizes the rest).
 ALFWORLD = Task(
     name="alfworld",
     make_env=AlfworldEnv,
