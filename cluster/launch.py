@@ -222,8 +222,10 @@ def start_learners(cfg: Config, pg: PlacementGroup, model: ModelFiles, run_name:
         args = (rank, cfg.learner.world_size, port, model.path, cfg.ppo, cfg.learner, cfg.run.total_updates)
         args += (cfg.rollout.temperature, cfg.env.seed, cfg.learner_dtype())
         remote = ray.remote(LearnerWorker).options(**options)
-        # engine_dtype: the rollout engines' (model.dtype), which the weight-push probe is scored in
-        learners.append(remote.remote(*args, model_files=model, lora_cfg=cfg.model.lora, engine_dtype=cfg.model.dtype))
+        # engine_dtype: the rollout engines' (model.dtype), which the weight-push probe is scored in; task and
+        # cot: what the demonstration loss's pool is built from (ppo.demo_coef)
+        kwargs = {"model_files": model, "lora_cfg": cfg.model.lora, "engine_dtype": cfg.model.dtype}
+        learners.append(remote.remote(*args, **kwargs, task=cfg.env.task, cot=cfg.env.cot))
     return learners
 
 

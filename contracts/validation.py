@@ -215,6 +215,9 @@ FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ppo.target_kl", _gt(0), "must be > 0"),
     ("ppo.is_cap", _ge(1), "must be >= 1 (a cap below 1 would shrink fresh samples too)"),
     ("ppo.invalid_penalty", _ge(0), "must be >= 0 (a reward for unparsable answers would teach them)"),
+    ("ppo.demo_coef", _ge(0), "must be >= 0 (0 = no demonstration loss)"),
+    ("ppo.demo_batch", _ge(1), "must be >= 1"),
+    ("ppo.demo_samples", _ge(1), "must be >= 1"),
     # learner
     ("learner.world_size", _ge(1), "must be >= 1"),
     ("learner.zero_stage", lambda v: v in (1, 2, 3), "must be 1, 2 or 3"),

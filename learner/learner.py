@@ -19,6 +19,7 @@ import torch
 
 from contracts.config import LearnerConfig, LoRAConfig, PPOConfig
 from learner.batch import Sample, TokenTexts, collate, samples_from_table
+from learner.demos import demo_pool
 from learner.ppo_update import ReduceOp, ppo_update
 from learner.step_model import WrappedModelStep, param_groups
 from models import lora
@@ -59,6 +60,8 @@ class LearnerWorker:
         model_files: ModelFiles | None = None,
         lora_cfg: LoRAConfig | None = None,
         engine_dtype: str = "",
+        task: str = "",
+        cot: bool = True,
     ):
         model_path = ensure_local(model_path, model_files)  # first: shipped here if this node cannot read it
         os.environ.update(
@@ -108,6 +111,8 @@ class LearnerWorker:
         self.probe_tolerance = PROBE_TOLERANCE[self.engine_dtype]  # the probe is scored in the engines' dtype
         self.last_push: dict = {}
         self.updates = 0  # PPO updates done (checkpointed): the cosine schedule and the value warm-up follow it
+        self.demos = demo_pool(task, self.processor, ppo_cfg.demo_samples, cot) if ppo_cfg.demo_coef > 0 else None
+        """The demonstration loss's pool (learner/demos.py): the same expert steps on every rank."""
 
     def _policy(self, model_path: str, lora_cfg: LoRAConfig, seed: int) -> PolicyWithValue:
         """The trained module: the checkpoint's VLM (a LoRA checkpoint's with its adapter; fresh adapters when
@@ -171,6 +176,7 @@ class LearnerWorker:
             self.total_updates,
             learner_version,
             self._all_reduce,
+            self.demos,
         )
         self.updates += 1
         metrics["timing/train_s"] = time.perf_counter() - t0

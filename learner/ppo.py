@@ -38,6 +38,20 @@ def scaled_sequence_logprob(
     return (token_logp * weights).sum(-1)
 
 
+def thoughts_nll(token_logp: torch.Tensor, response_mask: torch.Tensor, action_start: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-prob of the tokens before `"action":` (the thoughts and the JSON around them) over a
+    batch of demonstrations: token_logp, response_mask (B, R); action_start (B,) -> scalar.
+
+    The demonstration loss (PPOConfig.demo_coef). Unlike any loss through the sampled token's log-prob, whose
+    gradient on the logits scales with 1 - p and vanishes once a state's answer is saturated (p -> 1 at T 0.2),
+    a cross-entropy towards a demonstrated token keeps a gradient of p - onehot: it can pull a saturated
+    malformed answer back. The action tokens are left out so the demonstrations' noise never competes with RL.
+    """
+    positions = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)  # (1, R)
+    is_thought = (positions < action_start.unsqueeze(1)) & response_mask  # (B, R)
+    return -(token_logp * is_thought).sum() / is_thought.sum().clamp(min=1)
+
+
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float, last_value: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:

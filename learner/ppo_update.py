@@ -40,6 +40,10 @@ class StepModel(Protocol):
         """
         ...
 
+    def demo_logprobs(self, batch: Batch) -> torch.Tensor:
+        """Teacher-forced log-probs (B, R) at T = 1, with gradients, of a collated batch of demonstrations."""
+        ...
+
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate gradients of one micro-batch's loss (scaled by 1/grad_accum)."""
         ...
@@ -189,16 +193,22 @@ def ppo_epochs(
     warmup: bool,
     all_reduce: AllReduce,
     clock: PhaseClock | None = None,
+    demos: list[Sample] | None = None,
 ) -> tuple[dict[str, list[float]], bool]:
     """cfg.epochs shuffled passes of clipped PPO; returns per-micro-batch logs and whether KL stopped them early.
 
     During value warm-up only the value loss is used and the trunk is detached: policy and trunk stay put.
+    With `demos` and cfg.demo_coef > 0 each micro-batch's loss also has the demonstration loss of
+    cfg.demo_batch of them (drawn with the global torch RNG, so a resumed run draws the same ones).
     """
+    use_demos = bool(demos) and cfg.demo_coef > 0 and not warmup
     n, mb = len(samples), cfg.micro_batch
     clock = clock or PhaseClock()
     per_epoch = micro_batches_per_epoch(n, cfg, all_reduce)
     model.train_mode()
     logs: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
+    if use_demos:
+        logs["demo_loss"] = []
     for _ in range(cfg.epochs):
         order = torch.randperm(n).tolist()  # the global torch RNG: a checkpoint restores it (learner.py)
         order = (order * math.ceil(per_epoch * mb / n))[: per_epoch * mb]  # repeat if short
@@ -209,6 +219,10 @@ def ppo_epochs(
             with clock.phase("forward"):
                 pg_loss, v_loss, stats = micro_batch_losses(model, batch, idx, cfg, targets, warmup)
                 loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
+            if use_demos:
+                demo_loss = _demo_loss(model, demos, make_batch, cfg, clock)
+                loss = loss + cfg.demo_coef * demo_loss
+                logs["demo_loss"].append(demo_loss.item())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite PPO loss: {loss.item()}")
             with clock.phase("backward"):
@@ -225,6 +239,20 @@ def ppo_epochs(
                 if not kl <= cfg.target_kl:  # NaN stops too
                     return logs, True
     return logs, False
+
+
+def _demo_loss(
+    model: StepModel, demos: list[Sample], make_batch: Callable[[list[Sample]], Batch], cfg: PPOConfig, clock
+) -> torch.Tensor:
+    """The thoughts' cross-entropy (scalar, with gradients) of cfg.demo_batch demonstrations drawn from `demos`."""
+    idx = torch.randint(len(demos), (cfg.demo_batch,)).tolist()
+    with clock.phase("collate"):
+        batch = make_batch([demos[i] for i in idx])
+    with clock.phase("forward"):
+        token_logp = model.demo_logprobs(batch)  # (B, R)
+        return ppo.thoughts_nll(
+            token_logp, batch["response_mask"].to(token_logp.device), batch["action_start"].to(token_logp.device)
+        )
 
 
 def micro_batch_losses(
@@ -255,12 +283,14 @@ def ppo_update(
     total_updates: int,
     learner_version: int,
     all_reduce: AllReduce = single_process,
+    demos: list[Sample] | None = None,
 ) -> dict[str, float]:
     """PPO update number `update` (0-based; it sets the cosine learning rate and the value warm-up) on this
     rank's samples. Collective when `all_reduce` spans ranks: every rank calls it with its own shard.
 
     `make_batch` collates samples into model inputs (learner/batch.py `collate`). Returns the `learner/` metrics;
     staleness is counted against `learner_version`, the version of the weights the update starts from.
+    `demos`: the demonstration pool of cfg.demo_coef (learner/demos.py), the same on every rank.
     """
     clock = PhaseClock()
     scores = proximal_pass(model, samples, make_batch, cfg, all_reduce, clock)
@@ -271,7 +301,7 @@ def ppo_update(
     warmup = update < cfg.value_warmup_updates  # value head only: policy and trunk stay as they are
     targets = Targets(scores, adv.normalised, adv.returns, weights)
     try:
-        logs, stopped_early = ppo_epochs(model, samples, make_batch, cfg, targets, warmup, all_reduce, clock)
+        logs, stopped_early = ppo_epochs(model, samples, make_batch, cfg, targets, warmup, all_reduce, clock, demos)
     except FloatingPointError as error:
         raise FloatingPointError(f"update {update}: {error}") from error
     staleness = [learner_version - s.record.policy_version for s in samples]

@@ -54,6 +54,14 @@ class WrappedModelStep:
         idx = (batch["logit_index"] - first).unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
         return batch, logits.gather(1, idx).float(), values
 
+    def demo_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log_softmax(logits) of the response tokens (B, R) with gradients, banned ids at -inf as in `score`,
+        masked to 0 past each response: a demonstration's teacher-forced log-probs at T = 1 (SFT's loss)."""
+        batch, response_logits, _ = self._forward(batch)
+        response_logits[..., self.banned] = float("-inf")
+        token_logp = ppo.token_logprobs(response_logits, batch["targets"], 1.0)
+        return token_logp.masked_fill(~batch["response_mask"], 0.0)
+
     def raw_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log_softmax(logits) of the response tokens (B, R), no temperature and no token mask: what vLLM's
         prompt log-probs are (the weight-push probe, models/weight_sync.py)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -14,6 +15,7 @@ from learner.ppo import (
     normalize,
     policy_loss,
     scaled_sequence_logprob,
+    thoughts_nll,
     token_logprobs,
     value_loss,
 )
@@ -203,3 +205,16 @@ def test_cosine_lr_endpoints_and_midpoint():
     assert all(a > b for a, b in zip(lrs, lrs[1:]))  # strictly decreasing over the schedule
     # symmetric around the midpoint: the drop over the first k updates equals the rise back over the last k
     assert abs((lrs[0] - lrs[2]) - (lrs[8] - lrs[10])) < 1e-15
+
+
+def test_the_thoughts_nll_is_the_mean_over_the_tokens_before_the_action_only():
+    token_logp = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-0.5, -0.5, -9.0, -9.0]], requires_grad=True)  # (B, R)
+    response_mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    action_start = torch.tensor([2, 3])  # thoughts: row 0 tokens 0-1, row 1 tokens 0-2
+    nll = thoughts_nll(token_logp, response_mask, action_start)
+    assert float(nll) == pytest.approx((1 + 2 + 0.5 + 0.5 + 9) / 5)
+    (grad,) = torch.autograd.grad(nll, token_logp)
+    # no gradient reaches an action token or a padding position: the loss never teaches what to do
+    assert torch.equal(grad, torch.tensor([[-0.2, -0.2, 0.0, 0.0], [-0.2, -0.2, -0.2, 0.0]]))
+    # a response with no thoughts at all contributes nothing (and an all-action batch gives 0, not NaN)
+    assert float(thoughts_nll(token_logp, response_mask, torch.tensor([0, 0]))) == 0.0

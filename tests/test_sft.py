@@ -199,7 +199,10 @@ ADDED_AFTER = {
     "learner": ("gpus_per_rank", "resources", "placement_strategy", "dtype"),
     "run": ("checkpoint_every", "keep_checkpoints", "resume", "max_restarts"),
     "env": ("max_consecutive_failures",),
-    "ppo": ("invalid_penalty", "value_clip", "adv_std_floor", "value_lr_scale"),  # PPO only (issue 18)
+    "ppo": (
+        *("invalid_penalty", "value_clip", "adv_std_floor", "value_lr_scale"),  # PPO only (issue 18)
+        *("demo_coef", "demo_batch", "demo_samples"),  # the demonstration loss, off by default
+    ),
 }
 
 

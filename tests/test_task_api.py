@@ -116,6 +116,8 @@ def test_a_task_without_an_expert_needs_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="has no SFT expert; give a checkpoint"):
         task_config(["--env.task", "task_fixtures:NO_EXPERT"])
     assert task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing"])[1].expert is None
+    with pytest.raises(ConfigError, match="--ppo.demo-coef 0.1: task .* has no expert to demonstrate"):
+        task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing", "--ppo.demo-coef", "0.1"])
 
 
 # ---- faults contained per episode --------------------------------------------------------------------------
