@@ -48,6 +48,8 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
     cfg.learner.zero_stage = zero_stage  # ZeRO-3 shards the weights: the push must gather them
     cfg.ppo.lr = 1e-3  # large enough that two updates visibly move the weights
     cfg.ppo.value_warmup_updates = 0  # warm-up updates leave the policy untouched by design
+    if zero_stage == 3:  # the demonstration loss's forwards are collective too: every rank runs as many
+        cfg.ppo.demo_coef, cfg.ppo.demo_samples = 0.5, 16
     system = launch(cfg, tiny_model_path)
     prompt, image = _prompt_and_image()
     before = ray.get(system.actors[0].score.remote(prompt, image))
@@ -62,6 +64,7 @@ def test_updates_push_and_logprob_match(ray_cluster, tiny_model_path, zero_stage
             shards = _uneven_split(pa.concat_tables(shards))
         metrics = ray.get([l.update.remote(s, version) for l, s in zip(system.learners, shards)])
         assert all(np.isfinite(m["learner/policy_loss"]) and m["learner/samples"] > 0 for m in metrics)
+        assert all(("learner/demo_loss" in m) == (zero_stage == 3) for m in metrics)
         version += 1
     push = push_weights(system, version)
     assert push["timing/weight_push_s"] > 0
