@@ -204,9 +204,10 @@ class PPOConfig:
     invalid_penalty: float = 0.0
     """Taken off a step's reward in the learner when its answer did not parse (0 = the paper's gym_cards)."""
     demo_coef: float = 0.0
-    """Weight of the demonstration loss added to every PPO micro-batch's: the teacher-forced cross-entropy of the
-    task expert's thoughts (response tokens before `"action":`, never the action) on `demo_batch` answers drawn
-    from `demo_samples` noiseless expert steps (learner/demos.py). 0 = off, the paper's PPO."""
+    """Weight of the demonstration loss added to every PPO micro-batch's: the teacher-forced cross-entropy of
+    `demo_batch` answers drawn from `demo_samples` noiseless expert steps (learner/demos.py) on the tokens every
+    legal answer shares, and at the action's name on any legal name (never the demonstrated one: what to do stays
+    RL's). 0 = off, the paper's PPO."""
     demo_batch: int = 8
     """Demonstrations per PPO micro-batch when demo_coef > 0 (each costs about a PPO sample's forward + backward)."""
     demo_samples: int = 512

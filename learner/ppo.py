@@ -38,18 +38,24 @@ def scaled_sequence_logprob(
     return (token_logp * weights).sum(-1)
 
 
-def thoughts_nll(token_logp: torch.Tensor, response_mask: torch.Tensor, action_start: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-prob of the tokens before `"action":` (the thoughts and the JSON around them) over a
-    batch of demonstrations: token_logp, response_mask (B, R); action_start (B,) -> scalar.
+def demo_nll(
+    token_logp: torch.Tensor, response_mask: torch.Tensor, slot: torch.Tensor, slot_logp: torch.Tensor
+) -> torch.Tensor:
+    """The demonstration loss of a batch of expert answers (PPOConfig.demo_coef), a scalar: the mean negative
+    log-prob over the tokens before each answer's action `slot` and the slot itself, where the answer counts as
+    right with ANY legal action's token: token_logp, response_mask (B, R); slot (B,); slot_logp (B,) = log of the
+    legal tokens' summed probability at the slot (-inf masked to 0 where a demonstration has no slot).
 
-    The demonstration loss (PPOConfig.demo_coef). Unlike any loss through the sampled token's log-prob, whose
-    gradient on the logits scales with 1 - p and vanishes once a state's answer is saturated (p -> 1 at T 0.2),
-    a cross-entropy towards a demonstrated token keeps a gradient of p - onehot: it can pull a saturated
-    malformed answer back. The action tokens are left out so the demonstrations' noise never competes with RL.
+    Unlike any loss through the sampled token's log-prob, whose gradient on the logits scales with 1 - p and
+    vanishes once a state's answer is saturated (p -> 1 at T 0.2), a cross-entropy towards demonstrated tokens
+    keeps a gradient of p - onehot: it pulls a saturated malformed answer back. At the slot it asks for a legal
+    action name, not the demonstrated one, and nothing after the slot is taught: which action stays RL's choice.
     """
     positions = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)  # (1, R)
-    is_thought = (positions < action_start.unsqueeze(1)) & response_mask  # (B, R)
-    return -(token_logp * is_thought).sum() / is_thought.sum().clamp(min=1)
+    shared = (positions < slot.unsqueeze(1)) & response_mask  # (B, R): the tokens every legal answer has
+    has_slot = slot < response_mask.sum(-1)  # (B,)
+    total = (token_logp * shared).sum() + torch.where(has_slot, slot_logp, 0.0).sum()
+    return -total / (shared.sum() + has_slot.sum()).clamp(min=1)
 
 
 def gae(

@@ -40,8 +40,12 @@ class StepModel(Protocol):
         """
         ...
 
-    def demo_logprobs(self, batch: Batch) -> torch.Tensor:
-        """Teacher-forced log-probs (B, R) at T = 1, with gradients, of a collated batch of demonstrations."""
+    def demo_logprobs(
+        self, batch: Batch, slot: torch.Tensor, slot_ids: torch.Tensor, slot_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log-probs (B, R) at T = 1, with gradients, of a collated batch of demonstrations, and the
+        log of the summed probability (B,) of the ids `slot_ids` (B, K; `slot_mask` (B, K) marks the real ones)
+        at response position `slot` (B,)."""
         ...
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -88,6 +92,18 @@ class PhaseClock:
 def single_process(values: list[float], op: ReduceOp = "sum") -> list[float]:
     """`AllReduce` of a single rank: each value is already its own sum, mean, max and min."""
     return [float(v) for v in values]
+
+
+@dataclass
+class Demonstration:
+    """One expert answer of the demonstration loss (PPOConfig.demo_coef; learner/demos.py builds the pool)."""
+
+    sample: Sample
+    slot: int
+    """Response index where the task's legal answers to this state first differ (the action's name begins);
+    the answer's length when they never do."""
+    slot_ids: list[int]
+    """The token each legal answer has at `slot` (at least one)."""
 
 
 @dataclass
@@ -193,7 +209,7 @@ def ppo_epochs(
     warmup: bool,
     all_reduce: AllReduce,
     clock: PhaseClock | None = None,
-    demos: list[Sample] | None = None,
+    demos: list[Demonstration] | None = None,
 ) -> tuple[dict[str, list[float]], bool]:
     """cfg.epochs shuffled passes of clipped PPO; returns per-micro-batch logs and whether KL stopped them early.
 
@@ -220,7 +236,7 @@ def ppo_epochs(
                 pg_loss, v_loss, stats = micro_batch_losses(model, batch, idx, cfg, targets, warmup)
                 loss = cfg.vf_coef * v_loss if warmup else pg_loss + cfg.vf_coef * v_loss
             if use_demos:
-                demo_loss = _demo_loss(model, demos, make_batch, cfg, clock)
+                demo_loss = demonstration_loss(model, demos, make_batch, cfg, clock)
                 loss = loss + cfg.demo_coef * demo_loss
                 logs["demo_loss"].append(demo_loss.item())
             if not torch.isfinite(loss):
@@ -241,18 +257,21 @@ def ppo_epochs(
     return logs, False
 
 
-def _demo_loss(
-    model: StepModel, demos: list[Sample], make_batch: Callable[[list[Sample]], Batch], cfg: PPOConfig, clock
+def demonstration_loss(
+    model: StepModel, demos: list[Demonstration], make_batch: Callable[[list[Sample]], Batch], cfg: PPOConfig, clock
 ) -> torch.Tensor:
-    """The thoughts' cross-entropy (scalar, with gradients) of cfg.demo_batch demonstrations drawn from `demos`."""
-    idx = torch.randint(len(demos), (cfg.demo_batch,)).tolist()
+    """The demonstration loss (scalar, with gradients) of cfg.demo_batch demonstrations drawn from `demos`."""
+    chosen = [demos[i] for i in torch.randint(len(demos), (cfg.demo_batch,)).tolist()]
     with clock.phase("collate"):
-        batch = make_batch([demos[i] for i in idx])
+        batch = make_batch([d.sample for d in chosen])
+        width = max(len(d.slot_ids) for d in chosen)
+        slot_ids = torch.tensor([d.slot_ids + d.slot_ids[:1] * (width - len(d.slot_ids)) for d in chosen])  # (B, K)
+        slot_mask = torch.arange(width).unsqueeze(0) < torch.tensor([[len(d.slot_ids)] for d in chosen])  # (B, K)
+        slot = torch.tensor([d.slot for d in chosen])  # (B,)
     with clock.phase("forward"):
-        token_logp = model.demo_logprobs(batch)  # (B, R)
-        return ppo.thoughts_nll(
-            token_logp, batch["response_mask"].to(token_logp.device), batch["action_start"].to(token_logp.device)
-        )
+        token_logp, slot_logp = model.demo_logprobs(batch, slot, slot_ids, slot_mask)  # (B, R), (B,)
+        dev = token_logp.device
+        return ppo.demo_nll(token_logp, batch["response_mask"].to(dev), slot.to(dev), slot_logp)
 
 
 def micro_batch_losses(
@@ -283,7 +302,7 @@ def ppo_update(
     total_updates: int,
     learner_version: int,
     all_reduce: AllReduce = single_process,
-    demos: list[Sample] | None = None,
+    demos: list[Demonstration] | None = None,
 ) -> dict[str, float]:
     """PPO update number `update` (0-based; it sets the cosine learning rate and the value warm-up) on this
     rank's samples. Collective when `all_reduce` spans ranks: every rank calls it with its own shard.

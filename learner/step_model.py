@@ -54,13 +54,18 @@ class WrappedModelStep:
         idx = (batch["logit_index"] - first).unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, R, V)
         return batch, logits.gather(1, idx).float(), values
 
-    def demo_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log_softmax(logits) of the response tokens (B, R) with gradients, banned ids at -inf as in `score`,
-        masked to 0 past each response: a demonstration's teacher-forced log-probs at T = 1 (SFT's loss)."""
+    def demo_logprobs(self, batch, slot: torch.Tensor, slot_ids: torch.Tensor, slot_mask: torch.Tensor):
+        """A demonstration batch's teacher-forced log-probs (B, R) at T = 1 (SFT's loss), banned ids at -inf as in
+        `score`, masked to 0 past each response; and log Σ p(slot_ids) at each row's response position `slot`
+        (B,; the ids of `slot_ids` (B, K) where `slot_mask`). Both with gradients."""
         batch, response_logits, _ = self._forward(batch)
         response_logits[..., self.banned] = float("-inf")
-        token_logp = ppo.token_logprobs(response_logits, batch["targets"], 1.0)
-        return token_logp.masked_fill(~batch["response_mask"], 0.0)
+        logp = torch.log_softmax(response_logits, dim=-1)  # (B, R, V)
+        token_logp = logp.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1)
+        rows = torch.arange(logp.shape[0], device=logp.device)
+        at_slot = logp[rows, slot.to(logp.device).clamp(max=logp.shape[1] - 1)]  # (B, V); no slot: masked later
+        legal = at_slot.gather(-1, slot_ids.to(logp.device)).masked_fill(~slot_mask.to(logp.device), float("-inf"))
+        return token_logp.masked_fill(~batch["response_mask"], 0.0), legal.logsumexp(-1)
 
     def raw_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log_softmax(logits) of the response tokens (B, R), no temperature and no token mask: what vLLM's

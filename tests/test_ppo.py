@@ -10,12 +10,12 @@ from torch.testing import assert_close
 
 from learner.ppo import (
     cosine_lr,
+    demo_nll,
     gae,
     importance_weights,
     normalize,
     policy_loss,
     scaled_sequence_logprob,
-    thoughts_nll,
     token_logprobs,
     value_loss,
 )
@@ -207,14 +207,16 @@ def test_cosine_lr_endpoints_and_midpoint():
     assert abs((lrs[0] - lrs[2]) - (lrs[8] - lrs[10])) < 1e-15
 
 
-def test_the_thoughts_nll_is_the_mean_over_the_tokens_before_the_action_only():
+def test_the_demo_nll_teaches_the_shared_tokens_and_a_legal_slot_only():
     token_logp = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-0.5, -0.5, -9.0, -9.0]], requires_grad=True)  # (B, R)
     response_mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
-    action_start = torch.tensor([2, 3])  # thoughts: row 0 tokens 0-1, row 1 tokens 0-2
-    nll = thoughts_nll(token_logp, response_mask, action_start)
-    assert float(nll) == pytest.approx((1 + 2 + 0.5 + 0.5 + 9) / 5)
-    (grad,) = torch.autograd.grad(nll, token_logp)
-    # no gradient reaches an action token or a padding position: the loss never teaches what to do
-    assert torch.equal(grad, torch.tensor([[-0.2, -0.2, 0.0, 0.0], [-0.2, -0.2, -0.2, 0.0]]))
-    # a response with no thoughts at all contributes nothing (and an all-action batch gives 0, not NaN)
-    assert float(thoughts_nll(token_logp, response_mask, torch.tensor([0, 0]))) == 0.0
+    slot = torch.tensor([2, 3])  # shared: row 0 tokens 0-1, row 1 tokens 0-2; row 1's slot is past its end
+    slot_logp = torch.tensor([-0.25, float("-inf")], requires_grad=True)  # (B,)
+    nll = demo_nll(token_logp, response_mask, slot, slot_logp)
+    assert float(nll) == pytest.approx((1 + 2 + 0.5 + 0.5 + 9 + 0.25) / 6)
+    token_grad, slot_grad = torch.autograd.grad(nll, (token_logp, slot_logp))
+    # no gradient reaches the demonstrated action's token, what follows it, or a padding position
+    assert torch.equal(token_grad, torch.full((2, 4), -1 / 6) * torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0.0]]))
+    assert torch.equal(slot_grad, torch.tensor([-1 / 6, 0.0]))  # a row without a slot adds nothing, not NaN
+    # a slot at the answer's first token: only the slot is taught there
+    assert float(demo_nll(token_logp, response_mask, torch.tensor([0, 3]), slot_logp)) == pytest.approx(10.25 / 4)
