@@ -10,14 +10,12 @@ for any of their tokens at it, so what to do stays RL's to learn.
 
 from __future__ import annotations
 
-from PIL import Image
-
 from envs.parsing import action_start_index
 from envs.registry import resolve_task
 from envs.task import Task
 from learner.batch import Sample, TokenTexts
 from learner.ppo_update import Demonstration
-from learner.sft import demonstrations
+from learner.sft import demonstrations, tokenized_demonstrations
 from models.families import chat_format
 
 
@@ -25,17 +23,13 @@ def demo_pool(task: str | Task, processor, n: int, cot: bool = True, seed: int =
     """`n` expert steps of `task`: prompt ids with the image placeholder expanded, the answer's ids with EOS, the
     slot and the legal answers' tokens there."""
     task = resolve_task(task)
-    tokenizer, eos = processor.tokenizer, processor.tokenizer.eos_token_id
-    token_texts = TokenTexts(tokenizer)
-    prompt_ids: dict[tuple[str, tuple], list[int]] = {}  # the expansion depends on the image size (LlavaNext)
+    tokenizer, token_texts = processor.tokenizer, TokenTexts(processor.tokenizer)
+    demos = demonstrations(task, n, 0.0, seed, cot, chat=chat_format(processor))
     pool = []
-    for img, prompt, response, info in demonstrations(task, n, 0.0, seed, cot, chat=chat_format(processor)):
-        image = Image.fromarray(img)
-        key = (prompt, img.shape)
-        if key not in prompt_ids:
-            prompt_ids[key] = [int(i) for i in processor(text=prompt, images=image)["input_ids"][0]]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
-        sample = Sample.probe(prompt_ids[key], response_ids, image, action_start_index(token_texts(response_ids)))
+    for (image, prompt_ids, response_ids), (_, _, _, info) in zip(
+        tokenized_demonstrations(demos, processor), demos, strict=True
+    ):
+        sample = Sample.probe(prompt_ids, response_ids, image, action_start_index(token_texts(response_ids)))
         slot, slot_ids = legal_slot(task, info, cot, tokenizer, response_ids)
         pool.append(Demonstration(sample, slot, slot_ids))
     return pool

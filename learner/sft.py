@@ -225,6 +225,20 @@ def _examples(demos, processor) -> list[Example]:
     ]
 
 
+def tokenized_demonstrations(demos, processor) -> list[tuple[Image.Image, list[int], list[int]]]:
+    """`demonstrations` as (image, prompt ids with the image placeholder expanded as the processor and vLLM expand
+    it, answer ids + EOS), for a checkpoint's own processor (SFT of a real checkpoint, PPO's demonstration pool)."""
+    tokenizer, eos = processor.tokenizer, processor.tokenizer.eos_token_id
+    prompt_ids: dict[tuple[str, tuple], list[int]] = {}  # expanded ids depend on the image size (LlavaNext)
+    out = []
+    for img, prompt, response, _ in demos:
+        image, key = Image.fromarray(img), (prompt, img.shape)
+        if key not in prompt_ids:
+            prompt_ids[key] = [int(i) for i in processor(text=prompt, images=image)["input_ids"][0]]
+        out.append((image, prompt_ids[key], tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]))
+    return out
+
+
 def finetune_checkpoint(task: str | Task, base: str, out_dir: str, cfg: SFTConfig, cot: bool = True) -> dict:
     """SFT of an existing HF checkpoint of any supported family (models/families.py) on the task's noisy-expert
     demonstrations, in the checkpoint's own chat template and image inputs (the paper SFTs LLaVA-1.6 before
@@ -235,15 +249,8 @@ def finetune_checkpoint(task: str | Task, base: str, out_dir: str, cfg: SFTConfi
     vlm, processor, value_head = load_policy(base)
     family, token = family_of_model(vlm), image_token_id(vlm.config)
     demos = demonstrations(task, cfg.samples, cfg.action_noise, cfg.seed, cot, chat=chat_format(processor))
-    tokenizer, eos = processor.tokenizer, processor.tokenizer.eos_token_id
-    prompt_ids: dict[tuple[str, tuple], list[int]] = {}  # expanded ids depend on the image size (LlavaNext)
-    examples = []
-    for img, prompt, response, _ in demos:
-        key = (prompt, img.shape)
-        if key not in prompt_ids:
-            prompt_ids[key] = list(processor(text=prompt, images=Image.fromarray(img))["input_ids"][0])
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
-        examples.append((Image.fromarray(img), prompt_ids[key], response_ids))
+    tokenizer = processor.tokenizer
+    examples = tokenized_demonstrations(demos, processor)
 
     def inputs(batch, pad_id: int) -> dict[str, torch.Tensor]:
         text = _sft_text_inputs(batch, pad_id)
