@@ -15,9 +15,9 @@ def numberline() -> Config:
     """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour.
 
     Two 1-thread learner ranks beside the throttled rollout actor, micro-batches of 32 (64 per optimizer step, as
-    one rank's 16 x 4): 1.3x the trained env steps/s (bench §13). Against the late collapse (README): unclipped
-    value loss, advantage std floor 0.5, an unparsable answer costs 1 in the learner, and the demonstration loss
-    at 5 (no unparsable rollout step on either training seed; 0.12 / 0.33 of them mid-run without it)."""
+    one rank's 16 x 4): 1.24x the trained env steps/s with the demonstration loss (bench §13). Against the late
+    collapse (README): unclipped value loss, advantage std floor 0.5, an unparsable answer costs 1 in the learner,
+    and the demonstration loss at 5 (no unparsable rollout step on either training seed; 0.12 / 0.33 without)."""
     cfg = Config()
     cfg.learner.world_size, cfg.learner.cpus_per_rank = 2, 0.5
     cfg.ppo.micro_batch, cfg.ppo.grad_accum = 32, 1

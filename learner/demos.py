@@ -29,7 +29,8 @@ def demo_pool(task: str | Task, processor, n: int, cot: bool = True, seed: int =
     for (image, prompt_ids, response_ids), (_, _, _, info) in zip(
         tokenized_demonstrations(demos, processor), demos, strict=True
     ):
-        sample = Sample.probe(prompt_ids, response_ids, image, action_start_index(token_texts(response_ids)))
+        action_start = action_start_index(token_texts(response_ids))
+        sample = Sample.probe(prompt_ids, response_ids, image, action_start=action_start)
         slot, slot_ids = legal_slot(task, info, cot, tokenizer, response_ids)
         pool.append(Demonstration(sample, slot, slot_ids))
     return pool

@@ -38,6 +38,10 @@ def test_the_pool_is_the_noiseless_expert_laid_out_as_sft_does(tiny_model_path):
         assert ids[-1] == tokenizer.eos_token_id
         # the slot is the action's name: every legal answer (here "+" and "-") has the same tokens before it
         assert tokenizer.decode(ids[: demo.slot]).endswith('"action":') and demo.slot > sample.action_start
+        # the sample's action start is the `"action":` key's (as a replay row's), its behaviour log-probs unset
+        assert '"action"' in tokenizer.decode(ids[sample.action_start : demo.slot])
+        assert '"action"' not in tokenizer.decode(ids[: sample.action_start])
+        assert sample.record.behaviour_logprobs == [0.0] * len(ids)
         assert (
             sorted(tokenizer.decode([i]) for i in demo.slot_ids) == [' "+"', ' "-"'] and ids[demo.slot] in demo.slot_ids
         )
