@@ -41,9 +41,7 @@ NUMBERLINE = Task(
     expert=Expert(experts.noisy_numberline_action, experts.numberline_response),
     perception=Perception(experts.numberline_labels, (6, 6)),
     corpus=experts.numberline_corpus,
-    # The demonstration loss against the late collapse into unparsable answers (README): a task default, so a
-    # task without an expert on the generic preset keeps it off; measured on NumberLine only.
-    defaults=TaskDefaults(max_new_tokens=96, steps_per_update=256, cot_coef=0.5, config={"ppo.demo_coef": 5.0}),
+    defaults=TaskDefaults(max_new_tokens=96, steps_per_update=256, cot_coef=0.5),
 )
 
 # max_new_tokens of the card tasks: the longest expert answer in the task's tokenizer (measured over SFT

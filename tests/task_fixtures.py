@@ -87,10 +87,7 @@ WITH_DEFAULTS = dataclasses.replace(
 BAD_DEFAULTS = dataclasses.replace(
     NUMBERLINE, name="baddefaults", defaults=dataclasses.replace(NUMBERLINE.defaults, config={"sft.sample": 1})
 )
-# NumberLine's defaults without its demonstration loss, which needs an expert (envs/registry.task_config refuses it)
-NO_EXPERT = dataclasses.replace(
-    NUMBERLINE, name="noexpert", expert=None, defaults=dataclasses.replace(NUMBERLINE.defaults, config={})
-)
+NO_EXPERT = dataclasses.replace(NUMBERLINE, name="noexpert", expert=None)
 BAD_EXPERT = dataclasses.replace(NUMBERLINE, name="badexpert", expert=lambda info: 0)
 NOT_A_TASK = {"name": "dict"}
 

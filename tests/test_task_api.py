@@ -220,10 +220,3 @@ def test_the_driver_stops_a_task_whose_training_episodes_all_fail(tiny_model_pat
     kept = re.search(r"^Ray logs of this run kept in (\S+)$", done.stderr, re.M)  # a failed run keeps them
     assert kept and pathlib.Path(kept.group(1)).is_dir(), done.stderr[-3000:]
     shutil.rmtree(kept.group(1), ignore_errors=True)
-
-
-def test_the_demonstration_loss_is_numberlines_own_default():
-    """NumberLine's task defaults turn it on (README "Late collapse"); other tasks and a flag keep or set 0."""
-    assert task_config(["numberline"])[0].ppo.demo_coef == 5.0
-    assert task_config(["ezpoints"])[0].ppo.demo_coef == task_config(["alfworld"])[0].ppo.demo_coef == 0.0
-    assert task_config(["numberline", "--ppo.demo-coef", "0"])[0].ppo.demo_coef == 0.0
