@@ -115,7 +115,11 @@ def test_task_defaults_for_a_field_that_does_not_exist_are_an_error():
 def test_a_task_without_an_expert_needs_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="has no SFT expert; give a checkpoint"):
         task_config(["--env.task", "task_fixtures:NO_EXPERT"])
-    assert task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing"])[1].expert is None
+    # the generic (numberline) preset's demonstration loss needs an expert: a clear error that names the flag
+    with pytest.raises(ConfigError, match="has no expert to demonstrate; pass --ppo.demo-coef 0"):
+        task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing"])
+    off = ["--model.no-build-if-missing", "--ppo.demo-coef", "0"]
+    assert task_config(["--env.task", "task_fixtures:NO_EXPERT", *off])[1].expert is None
     with pytest.raises(ConfigError, match="--ppo.demo-coef 0.1: task .* has no expert to demonstrate"):
         task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing", "--ppo.demo-coef", "0.1"])
 
