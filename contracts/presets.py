@@ -11,31 +11,37 @@ from __future__ import annotations
 from contracts.config import Config, LoRAConfig, SFTConfig
 
 
-def numberline() -> Config:
-    """The paper's NumberLine with the embedded tiny VLM, sized to learn on 2 CPU cores within an hour.
+def _embedded() -> Config:
+    """The PPO settings every built-in task shares with the embedded tiny VLM, sized to learn on 2 CPU cores.
 
     Two 1-thread learner ranks beside the throttled rollout actor, micro-batches of 32 (64 per optimizer step, as
-    one rank's 16 x 4): 1.24x the trained env steps/s with the demonstration loss (bench §13). Against the late
-    collapse (README): unclipped value loss, advantage std floor 0.5, an unparsable answer costs 1 in the learner,
-    and the demonstration loss at 5 (no unparsable rollout step on either training seed; 0.12 / 0.33 without)."""
+    one rank's 16 x 4; bench §13). Against the late collapse (README): unclipped value loss, advantage std floor
+    0.5, an unparsable answer costs 1 in the learner."""
     cfg = Config()
     cfg.learner.world_size, cfg.learner.cpus_per_rank = 2, 0.5
     cfg.ppo.micro_batch, cfg.ppo.grad_accum = 32, 1
     cfg.ppo.value_clip, cfg.ppo.adv_std_floor, cfg.ppo.invalid_penalty = 0.0, 0.5, 1.0
+    return cfg
+
+
+def numberline() -> Config:
+    """The paper's NumberLine with the embedded tiny VLM, within an hour on 2 CPU cores: the shared settings plus
+    the demonstration loss at 5 (no unparsable rollout step on either training seed; 0.12 / 0.33 without), measured
+    on NumberLine only so far. 1.24x the previous default's trained env steps/s with the loss (bench §13)."""
+    cfg = _embedded()
     cfg.ppo.demo_coef = 5.0
     return cfg
 
 
 def _card_task(task: str, samples: int, vision_steps: int) -> Config:
-    """A card task with the embedded tiny VLM: NumberLine's settings except where the task needs others.
+    """A card task with the embedded tiny VLM: the shared settings, and SFT sized for the task.
 
     Kept from NumberLine: λ 0.5 (the paper's gym_cards value) and 256 env steps per update (the paper's 1024 for
     EZPoints, Points24 and 512 for Blackjack would need ~55 min of rollout for 25 updates at ~8 env steps/s).
     max_new_tokens: the task's longest expert answer plus ~40 %, as NumberLine's 96 is for its 56 (envs/builtin.py).
     """
-    cfg = numberline()
+    cfg = _embedded()
     cfg.env.task = task
-    cfg.ppo.demo_coef = 0.0  # measured on NumberLine only so far; the other tasks' headlines were run without it
     cfg.sft.samples = samples
     cfg.sft.vision_steps = vision_steps  # ~0.1 s a step
     return cfg
@@ -68,9 +74,8 @@ def alfworld() -> Config:
     2048 positions. Evaluation plays 30 of the 120 generated unseen-floor-plan games (5 per task type). Steps cost
     ~0.05 s and prompts are ~3x a card task's, so fewer env copies, samples and updates fit 2 cores. λ,
     max_new_tokens 80 (answers <= 56 tokens) and 128 steps per update are the task's (envs/alfworld/task.py)."""
-    cfg = numberline()
+    cfg = _embedded()
     cfg.env.task = "alfworld"
-    cfg.ppo.demo_coef = 0.0  # not measured on ALFWorld (its pool start-up and slots untested)
     cfg.env.envs_per_actor = 8
     cfg.model.shape.max_positions = 2048
     cfg.run.total_updates = 8
