@@ -17,6 +17,7 @@ from envs.cards import Card
 from envs.experts import (
     blackjack_expert,
     blackjack_response,
+    close_call,
     ezpoints_expert,
     ezpoints_response,
     noisy_action,
@@ -139,6 +140,40 @@ def test_noisy_wrappers_are_reproducible_and_in_range():
         a = [fn(info, 0.5, np.random.default_rng(3)) for _ in range(3)]
         assert len(set(a)) == 1 and 0 <= a[0] < n
     assert noisy_blackjack_action(info_b, 0.0, np.random.default_rng(0)) == blackjack_expert(info_b)
+
+
+def test_blackjack_noise_spares_the_close_calls():
+    """Hard 12-16 always get basic strategy; every other hand the other action at noise 1."""
+    rng = np.random.default_rng(0)
+    for total, usable, dealer in [(12, False, 2), (16, False, 10), (14, False, 1)]:
+        info = {"player_sum": total, "usable_ace": usable, "dealer_card": dealer}
+        assert close_call(info) and noisy_blackjack_action(info, 1.0, rng) == blackjack_expert(info)
+    for total, usable, dealer in [(11, False, 10), (17, False, 10), (15, True, 6), (20, True, 9)]:
+        info = {"player_sum": total, "usable_ace": usable, "dealer_card": dealer}
+        assert not close_call(info) and noisy_blackjack_action(info, 1.0, rng) == 1 - blackjack_expert(info)
+
+
+def _blackjack_success(noisy_on, deals: int = 4000) -> float:
+    """Success of basic strategy that takes the other action with probability 0.45 on the hands `noisy_on` picks."""
+    env, rng, wins = BlackjackEnv(render_mode=None), np.random.default_rng(0), 0
+    for i in range(deals):
+        _, info = env.reset(seed=i)
+        done = False
+        while not done:
+            best = blackjack_expert(info)
+            action = 1 - best if noisy_on(info) and rng.random() < 0.45 else best
+            _, reward, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        wins += reward > 0
+    return wins / deals
+
+
+def test_close_calls_cost_little_success():
+    """What the noise placement rests on: erring on the close calls costs a few times less than on the rest."""
+    perfect = _blackjack_success(lambda info: False)
+    on_close = perfect - _blackjack_success(close_call)
+    on_rest = perfect - _blackjack_success(lambda info: not close_call(info))
+    assert 0.08 < on_rest and on_close < on_rest / 4
 
 
 def test_ezpoints_expert_wins_every_deal():
