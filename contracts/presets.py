@@ -123,6 +123,11 @@ def tiny() -> Config:
 
 
 PRESETS = {
+    "embedded": (
+        "The built-in tasks' shared settings for the embedded tiny VLM and nothing task-specific: where a task of "
+        "your own starts (docs/tasks.md).",
+        _embedded(),
+    ),
     "numberline": ("NumberLine, embedded tiny VLM, SFT then PPO (the `make train` default).", numberline()),
     "ezpoints": ("EZPoints (two cards, formula = 12), embedded tiny VLM, SFT then PPO.", ezpoints()),
     "points24": ("Points24 (four cards, formula = 24), embedded tiny VLM, SFT then PPO.", points24()),

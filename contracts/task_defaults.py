@@ -5,7 +5,8 @@ values, the command line's flags. A preset field still at its generic value is t
 preset keeps its 48 new tokens for any task, and takes the task's λ and checkpoint path); a flag always wins.
 Without a preset name (`python -m cluster.train --env.task mypkg.task:TASK ...`, or the reference in its place:
 `python -m cluster.train mypkg.task:TASK`) the run starts from the task's own preset if it has one (the
-built-ins), else from the generic `numberline` one (= `Config()`).
+built-ins), else from the generic `embedded` one: the built-in tasks' shared settings without NumberLine's
+demonstration loss, which needs an expert.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-GENERIC_PRESET = "numberline"
+GENERIC_PRESET = "embedded"
 TASK_FLAG = "--env.task"
 
 
@@ -74,6 +75,7 @@ def presets_for(
         args = [TASK_FLAG, args[0], *args[1:]]
     task = task_flag(args)
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+        task = task or generic.env.task  # no --env.task: the default task (its own preset)
         own = task in presets and presets[task][1].env.task == task
         args = [task if own else GENERIC_PRESET, *args]
     if task_defaults is None or args[0] not in presets:

@@ -138,7 +138,7 @@ def task_config(args: list[str] | None = None) -> tuple[Config, Task]:
     if task.expert is None and cfg.ppo.demo_coef > 0:
         problems.append(
             f"{flag('ppo.demo_coef')} {cfg.ppo.demo_coef:g}: task {task.name} has no expert to demonstrate; "
-            "pass --ppo.demo-coef 0 (the generic numberline preset turns it on)"
+            "pass --ppo.demo-coef 0 (the numberline preset turns it on)"
         )
     if problems:
         raise ConfigError(problems)

@@ -26,9 +26,8 @@ import torch
 import tyro
 from PIL import Image
 
-from contracts.config import ModelConfig, SFTConfig, TinyVLMShape
+from contracts.config import EnvConfig, ModelConfig, SFTConfig, TinyVLMShape
 from contracts.seeds import CORPUS_SEED_BASE, SFT_SEED_BASE
-from contracts.task_defaults import GENERIC_PRESET
 from contracts.validation import ConfigError
 from envs.prompts import chat_prompt
 from envs.registry import resolve_task, task_config
@@ -347,7 +346,7 @@ class SFTCommand:
     `python -m cluster.train --env.task TASK` resolves (preset and task defaults), so `make sft` builds what
     `make train` would."""
 
-    task: str = GENERIC_PRESET
+    task: str = EnvConfig.task
     """Task whose run config gives the defaults of every other flag (`--help` after `--task` shows them): a
     built-in name, an installed task's name or package.module:attr (docs/tasks.md)."""
     out: str = ""
@@ -365,7 +364,7 @@ def parse_cli(argv: list[str] | None = None) -> SFTCommand:
 
     @dataclass
     class TaskOnly:
-        task: str = GENERIC_PRESET
+        task: str = EnvConfig.task
 
     task = tyro.cli(TaskOnly, args=argv, return_unknown_args=True, add_help=False)[0].task
     try:

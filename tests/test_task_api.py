@@ -105,6 +105,23 @@ def test_task_defaults_fill_what_the_preset_leaves_generic():
     assert cfg.rollout.max_new_tokens == 96 and cfg.model.path == "m" and cfg.ppo.steps_per_update == 128
 
 
+def test_a_task_of_your_own_starts_from_the_generic_embedded_preset():
+    """The built-in tasks' shared settings, not NumberLine's extras; no flags at all is still NumberLine's run."""
+    from contracts.presets import numberline
+
+    mine = task_config(["--env.task", "task_fixtures:WITH_DEFAULTS"])[0]
+    assert (mine.learner.world_size, mine.ppo.micro_batch, mine.ppo.adv_std_floor, mine.ppo.demo_coef) == (
+        2,
+        32,
+        0.5,
+        0,
+    )
+    assert task_config(["embedded", "--env.task", "task_fixtures:WITH_DEFAULTS"])[0] == mine
+    for args in ([], ["--run.mode", "async"], ["--env.task", "numberline"]):
+        assert task_config(args)[0] == task_config(["numberline"])[0]
+    assert task_config([])[0].ppo.demo_coef == numberline().ppo.demo_coef > 0
+
+
 def test_task_defaults_for_a_field_that_does_not_exist_are_an_error():
     with pytest.raises(ConfigError, match="its defaults name 'sft.sample', not a config field"):
         task_config(["--env.task", "task_fixtures:BAD_DEFAULTS"])
@@ -115,11 +132,11 @@ def test_task_defaults_for_a_field_that_does_not_exist_are_an_error():
 def test_a_task_without_an_expert_needs_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="has no SFT expert; give a checkpoint"):
         task_config(["--env.task", "task_fixtures:NO_EXPERT"])
-    # the generic (numberline) preset's demonstration loss needs an expert: a clear error that names the flag
+    # the generic preset has no demonstration loss; NumberLine's, named, needs an expert: an error naming the flag
+    cfg, task = task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing"])
+    assert task.expert is None and cfg.ppo.demo_coef == 0
     with pytest.raises(ConfigError, match="has no expert to demonstrate; pass --ppo.demo-coef 0"):
-        task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing"])
-    off = ["--model.no-build-if-missing", "--ppo.demo-coef", "0"]
-    assert task_config(["--env.task", "task_fixtures:NO_EXPERT", *off])[1].expert is None
+        task_config(["numberline", "--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing"])
     with pytest.raises(ConfigError, match="--ppo.demo-coef 0.1: task .* has no expert to demonstrate"):
         task_config(["--env.task", "task_fixtures:NO_EXPERT", "--model.no-build-if-missing", "--ppo.demo-coef", "0.1"])
 
