@@ -23,6 +23,7 @@ from learner.demos import demo_pool
 from learner.ppo_update import ReduceOp, ppo_update
 from learner.step_model import WrappedModelStep, param_groups
 from models import lora
+from models.attention import use_fp32_attention_on_cpu
 from models.checkpoint_files import ModelFiles, ensure_local
 from models.families import family_of_model, image_token_id, torch_dtype
 from models.policy import PolicyWithValue, load_policy, save_lora_policy, save_policy
@@ -118,6 +119,7 @@ class LearnerWorker:
         """The trained module: the checkpoint's VLM (a LoRA checkpoint's with its adapter; fresh adapters when
         `lora_cfg.rank` > 0, the same on every rank) and its value head, always trained in full."""
         vlm, self.processor, value_head = load_policy(model_path)  # fp32: DeepSpeed casts for bf16 itself
+        use_fp32_attention_on_cpu(vlm)  # a bf16 learner on CPU: attention in fp32 is faster (models/attention.py)
         self.lora_base = lora.base_path(model_path)
         """The frozen weights a LoRA checkpoint names (the run's start checkpoint)."""
         if lora_cfg.rank and not lora.is_lora(vlm):
