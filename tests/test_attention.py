@@ -60,3 +60,14 @@ def test_a_fp32_model_gives_the_same_logits_and_eager_is_left_alone(tiny_model_p
     before.set_attn_implementation("eager")
     use_fp32_attention_on_cpu(before)
     assert before.config._attn_implementation == "eager"
+
+
+def test_a_checkpoint_saved_from_a_switched_model_names_no_attention(tiny_model_path, tmp_path):
+    """vLLM and a plain transformers load read the saved config: it must not ask for an implementation they lack."""
+    from models.policy import load_policy, save_policy
+
+    vlm, processor, head = load_policy(tiny_model_path)
+    use_fp32_attention_on_cpu(vlm)
+    save_policy(tmp_path, vlm, processor, head)
+    assert FP32_SDPA not in (tmp_path / "config.json").read_text()
+    assert load_vlm(tmp_path).config._attn_implementation == "sdpa"
