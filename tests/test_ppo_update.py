@@ -199,7 +199,9 @@ def measure(name: str) -> dict[str, list[float]]:
 def test_same_numbers_as_before_the_refactor(name):
     got = measure(name)
     for key, expected in GOLDEN[name].items():
-        assert got[key] == pytest.approx(expected, rel=1e-6, abs=1e-9), key
+        # Recorded on an AMD EPYC; an Intel Xeon with AMX rounds fp32 differently, up to 8e-6 relative after three
+        # updates (measured 2026-12-04). A change to the update itself moves these numbers by far more than 1e-4.
+        assert got[key] == pytest.approx(expected, rel=1e-4, abs=1e-9), key
 
 
 # ---- counts, early stop, warm-up, schedule, the loss's effect ------------------------------------------------------
