@@ -222,8 +222,8 @@ def _blackjack_thoughts(info: dict) -> str:
     soft = " with a usable ace" if info["usable_ace"] else ""
     dealer_label = info["dealer_hand"][0][0]
     text = (
-        f"My cards are {_join(cards)}: {_running_sum(cards, info['usable_ace'])}, so my total points are "
-        f"{total}{soft}. The dealer shows {dealer_label}, "
+        f"My cards are {_join(cards)}: {_running_sum(cards, info['usable_ace'])}, so my total points are {total}{soft}. "
+        f"The dealer shows {dealer_label}, "
         f"so the dealer's total points are {11 if dealer == 1 else dealer} from the visible card."
     )
     if info["usable_ace"]:

@@ -283,21 +283,17 @@ def test_blackjack_thoughts_describe_both_totals():
     env.player, env.dealer = [Card(1, "S"), Card(6, "H")], [Card(13, "D"), Card(9, "C")]
     obj = json.loads(blackjack_response(env._info(), 1))
     assert obj == {
-        "thoughts": "My cards are A and 6: 1 + 6 = 7, 7 + 10 = 17 with the ace as 11, so my total points are 17 "
-        "with a usable ace. The dealer shows K, so "
+        "thoughts": "My cards are A and 6, so my total points are 17 with a usable ace. The dealer shows K, so "
         "the dealer's total points are 10 from the visible card. A hit cannot bust me, because the ace can "
         "count as 1. Against 10 I stand on a soft 19 or more, so I hit.",
         "action": "hit",
     }
     env.player = [Card(10, "S"), Card(5, "H")]
     thoughts = json.loads(blackjack_response(env._info(), 0))["thoughts"]  # the action deviates from the plan
-    assert ": 10 + 5 = 15, so my total points are 15." in thoughts and "worth more than 6. " in thoughts
+    assert "total points are 15." in thoughts and "worth more than 6. " in thoughts
     assert thoughts.endswith("Against 10 I stand on a hard 17 or more, so I hit.")
     assert "9" not in thoughts  # the hole card is never mentioned
     assert blackjack_response(env._info(), 0, cot=False) == ' {\n "action": "stand" \n}'
-    env.player = [Card(1, "S"), Card(6, "H"), Card(12, "D"), Card(2, "C")]  # the ace no longer usable
-    thoughts = json.loads(blackjack_response(env._info(), 1))["thoughts"]
-    assert thoughts.startswith("My cards are A, 6, Q and 2: 1 + 6 = 7, 7 + 10 = 17, 17 + 2 = 19, so my total points")
 
 
 @pytest.mark.parametrize("soft", [False, True])
@@ -314,25 +310,3 @@ def test_blackjack_plan_is_basic_strategy_in_every_state(soft):
             assert int(up) == (11 if dealer == 1 else dealer) and kind == ("soft" if soft else "hard")
             assert choice == ("stand" if basic_strategy(total, dealer, soft) == 0 else "hit")
             assert (total >= int(stand_from)) == (choice == "stand")
-
-
-def test_blackjack_running_sum_adds_every_card_and_ends_at_the_total():
-    """On 400 deals played by a random policy, every state's thoughts add the card values in order (an ace as 1,
-    a usable one then as 11), each addition is right, and the last sum is the total the thoughts state."""
-    env, rng, seen_soft = BlackjackEnv(render_mode=None), np.random.default_rng(0), 0
-    for seed in range(400):
-        _, info = env.reset(seed=seed)
-        while True:
-            thoughts = json.loads(blackjack_response(info, 0))["thoughts"]
-            additions = re.findall(r"(\d+) \+ (\d+) = (\d+)", thoughts.split(", so my total")[0])
-            values = [min(10, card.rank) for card in env.player]
-            assert [int(a) for a, _, _ in additions[: len(values) - 1]] == list(np.cumsum(values)[:-1])
-            assert all(int(a) + int(b) == int(c) for a, b, c in additions)
-            assert len(additions) == len(values) - 1 + info["usable_ace"]
-            assert int(additions[-1][2]) == info["player_sum"]
-            assert f"so my total points are {info['player_sum']}" in thoughts
-            seen_soft += info["usable_ace"]
-            _, _, terminated, truncated, info = env.step(int(rng.integers(2)))
-            if terminated or truncated:
-                break
-    assert seen_soft > 20

@@ -21,7 +21,7 @@ DEMOS = {  # (task, cot): digest of 60 demonstrations (ALFWorld 12) at noise 0.4
     ("ezpoints", False): "70b8b518ed5d068e",
     ("points24", True): "f623d03d9f7fae3d",
     ("points24", False): "4965a18e32de99b8",
-    ("blackjack", True): "3906573d6c10f524",  # re-recorded: the total as a running sum (envs/experts.py, issue 18)
+    ("blackjack", True): "c256401976f4bda3",  # re-recorded: no noise on hard 12-16 (envs/experts.py, issue 18)
     ("blackjack", False): "f0e1bf098446e8d8",
     ("alfworld", True): "b13694dae06aeae0",
     ("alfworld", False): "1268e15727bb680c",
@@ -30,7 +30,7 @@ CORPUS = {  # perception classes + the whole tokenizer corpus
     "numberline": "edb039b92e3816bb",
     "ezpoints": "b471e2ae0274708d",
     "points24": "1dc3c0fe6256636e",
-    "blackjack": "d9615690ab601872",  # re-recorded with those thoughts
+    "blackjack": "6a44895d99e5715c",  # re-recorded with those thoughts
     "alfworld": "007253a99a687223",
 }
 ROLLOUT = {  # (task, cot): a scripted engine's collect (3 envs x 12 steps) and 5 held-out episodes
@@ -78,7 +78,7 @@ PRESET_NUMBERS = {
     "numberline": (96, 256, 0.5, 1024, 16, {**_SFT, "samples": 8000, "vision_steps": 200}, (25, 200, 10)),
     "ezpoints": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 10000, "vision_steps": 200}, (25, 200, 10)),
     "points24": (176, 256, 0.5, 1024, 16, {**_SFT, "samples": 5000, "vision_steps": 400}, (25, 200, 10)),
-    "blackjack": (224, 256, 0.5, 1024, 16, {**_SFT, "samples": 16000, "vision_steps": 1000}, (60, 500, 20)),
+    "blackjack": (128, 256, 0.5, 1024, 16, {**_SFT, "samples": 16000, "vision_steps": 1000}, (60, 500, 20)),
     "alfworld": (
         80, 128, 0.2, 2048, 8, {**_SFT, "samples": 2000, "vision_steps": 200, "epochs": 6, "action_noise": 0.2},
         (8, 30, 0),
