@@ -86,11 +86,10 @@ BLACKJACK = Task(
     expert=Expert(experts.noisy_blackjack_action, experts.blackjack_response),
     perception=Perception(experts.blackjack_labels, experts.BLACKJACK_LABEL_CLASSES),
     corpus=_corpus(BlackjackEnv, experts.blackjack_expert, prompts.blackjack_prompt, experts.blackjack_response),
-    # Answers <= 167 tokens since the thoughts add the cards one at a time (5-card hands; 143 at the 99th
-    # percentile; 105 before). 500 held-out deals: a ~0.43 win rate is then +-2.2 points. 60 updates: held-out
-    # 0.394 after 25, 0.414 after 60 (2026-12-02, README), ~28 min of PPO.
+    # Answers <= 105 tokens since the thoughts name the plan. 500 held-out deals: a ~0.43 win rate is then +-2.2
+    # points. 60 updates: held-out 0.394 after 25, 0.414 after 60 (2026-12-02, README), ~28 min of PPO.
     defaults=TaskDefaults(
-        max_new_tokens=224,
+        max_new_tokens=128,
         steps_per_update=256,
         cot_coef=0.5,
         config={"run.eval_episodes": 500, "run.total_updates": 60, "run.eval_every": 20},

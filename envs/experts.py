@@ -201,29 +201,13 @@ def points24_response(info: dict, action: int, cot: bool = True) -> str:
     return formula_response("points24", info, action, cot)
 
 
-def _running_sum(labels: list[str], usable_ace: bool) -> str:
-    """The hand's total as one addition per card ("2 + 9 = 11, 11 + 2 = 13"), an ace as 1 and a usable one then
-    as 11. Why: a 4-layer model that wrote the total in one go got it wrong in 0.34-0.38 of its training steps
-    (3-card hands 0.21), and its action then disagreed with basic strategy 6x as often as with a right total
-    (2026-12-04 replay, README); each step here adds two small numbers."""
-    values = [min(_RANKS[label], 10) for label in labels]
-    steps, total = [], values[0]
-    for value in values[1:]:
-        steps.append(f"{total} + {value} = {total + value}")
-        total += value
-    if usable_ace:
-        steps.append(f"{total} + 10 = {total + 10} with the ace as 11")
-    return ", ".join(steps)
-
-
 def _blackjack_thoughts(info: dict) -> str:
     cards = [rank for rank, _ in info["player_hand"]]
     total, dealer = info["player_sum"], info["dealer_card"]
     soft = " with a usable ace" if info["usable_ace"] else ""
     dealer_label = info["dealer_hand"][0][0]
     text = (
-        f"My cards are {_join(cards)}: {_running_sum(cards, info['usable_ace'])}, so my total points are {total}{soft}. "
-        f"The dealer shows {dealer_label}, "
+        f"My cards are {_join(cards)}, so my total points are {total}{soft}. The dealer shows {dealer_label}, "
         f"so the dealer's total points are {11 if dealer == 1 else dealer} from the visible card."
     )
     if info["usable_ace"]:
