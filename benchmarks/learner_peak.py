@@ -41,8 +41,8 @@ VARIANTS = {  # every one trains 64 samples per optimizer step
     "previous default (1 rank, 1 thread, fp32, 16 x 4)": Variant(),
     "1 rank, bf16": Variant(dtype="bfloat16"),
     "1 rank, 2 threads": Variant(threads=2),
-    "2 ranks x 1 thread, bf16, 32 x 1": Variant(ranks=2, dtype="bfloat16", micro_batch=32, grad_accum=1),
-    "new default (2 ranks x 1 thread, fp32, 32 x 1)": Variant(ranks=2, micro_batch=32, grad_accum=1),
+    "2 ranks x 1 thread, fp32, 32 x 1": Variant(ranks=2, micro_batch=32, grad_accum=1),
+    "new default (2 ranks x 1 thread, bf16, 32 x 1)": Variant(ranks=2, dtype="bfloat16", micro_batch=32, grad_accum=1),
 }
 
 
