@@ -2,9 +2,9 @@
 
 Both sides are the real driver (`python -m cluster.train numberline`, async, rollout throttle on) on the same
 SFT checkpoint; the previous default differs only by its flags (`PREVIOUS`): one learner rank with one
-reserved CPU in micro-batches of 16 x 4 accumulation, fp32 and no demonstration loss, where the new default runs
-two 1-thread bf16 ranks on half a reserved CPU each in micro-batches of 32 (64 samples per optimizer step on both
-sides) with the demonstration loss at 5 (8 expert answers more per micro-batch). Per repeat, short runs
+reserved CPU in micro-batches of 16 x 4 accumulation, fp32, 4 PPO epochs and no demonstration loss, where the new
+default runs two 1-thread bf16 ranks on half a reserved CPU each in micro-batches of 32 (64 samples per optimizer
+step on both sides), 3 epochs, with the demonstration loss at 5 (8 expert answers more per micro-batch). Per repeat, short runs
 (no evaluation inside) give trained env steps/s = env steps the updates trained on / PPO loop wall clock, and
 how busy the cores were over that loop (benchmarks/cores.py); one whole learning run per side (the preset's
 25 updates, held-out evaluations every 5) gives the wall clock to held-out success >= 0.9 and the final success.
@@ -20,7 +20,7 @@ from benchmarks.common import Context, RunSpec, run_args, training_run
 NAME = "end_to_end"
 TITLE = "13. End to end: trained env steps/s, time to success, cores busy (previous vs new default)"
 PREVIOUS = ("--learner.world-size", "1", "--learner.cpus-per-rank", "1", "--ppo.micro-batch", "16")
-PREVIOUS += ("--ppo.grad-accum", "4", "--ppo.demo-coef", "0", "--learner.dtype", "float32")
+PREVIOUS += ("--ppo.grad-accum", "4", "--ppo.demo-coef", "0", "--learner.dtype", "float32", "--ppo.epochs", "4")
 SIDES = {"previous default": RunSpec(extra=PREVIOUS, label="previous"), "new default": RunSpec(label="new")}
 TARGET_SUCCESS = 0.9
 
