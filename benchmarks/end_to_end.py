@@ -4,10 +4,11 @@ Both sides are the real driver (`python -m cluster.train numberline`, async, rol
 SFT checkpoint; the previous default differs only by its flags (`PREVIOUS`): one learner rank with one
 reserved CPU in micro-batches of 16 x 4 accumulation, fp32, 4 PPO epochs and no demonstration loss, where the new
 default runs two 1-thread bf16 ranks on half a reserved CPU each in micro-batches of 32 (64 samples per optimizer
-step on both sides), 3 epochs, with the demonstration loss at 5 (8 expert answers more per micro-batch). Per repeat, short runs
-(no evaluation inside) give trained env steps/s = env steps the updates trained on / PPO loop wall clock, and
-how busy the cores were over that loop (benchmarks/cores.py); one whole learning run per side (the preset's
-25 updates, held-out evaluations every 5) gives the wall clock to held-out success >= 0.9 and the final success.
+step on both sides), 3 epochs, with the demonstration loss at 5 (8 expert answers more per micro-batch). Per
+repeat, short runs (no evaluation inside) give trained env steps/s = env steps the updates trained on / PPO loop
+wall clock, and how busy the cores were over that loop (benchmarks/cores.py); one whole learning run per side
+(the preset's 25 updates, held-out evaluations every 5) gives the wall clock to held-out success >= 0.9 and the
+final success.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def numberline() -> Config:
     the demonstration loss at 5 (no unparsable rollout step on either training seed; 0.12 / 0.33 without), a
     bf16 learner beside the fp32 vLLM (attention kept in fp32: 0.995 on both training seeds, README) and 3 PPO
     epochs instead of the paper's 4 (the learner is the loop's bottleneck; both training seeds still >= 0.98,
-    README), measured on NumberLine only so far; the previous default's side of bench §13 runs neither."""
+    README), measured on NumberLine only so far; the previous default's side of bench §13 runs
+    none of the three."""
     cfg = _embedded()
     cfg.ppo.demo_coef = 5.0
     cfg.learner.dtype = "bfloat16"
