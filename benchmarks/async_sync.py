@@ -15,6 +15,23 @@ from contracts.config import RolloutConfig
 
 NAME = "async_sync"
 TITLE = "5. Async vs sync: wall clock for the same PPO updates and env steps"
+NOTES = [
+    "The bound row is measured, not assumed: async cannot finish before the learner has run every update, "
+    "so the sync wall clock divided by the learner's share of it is the most that overlapping can win. "
+    "Here the learner is most of an update (the preset's PPO epochs, each a forward and a backward, plus "
+    "the proximal scoring pass, against one vLLM forward per token in the rollout), so the bound is small "
+    "whatever the system does; the target is on the share of it that async wins. A large gain needs "
+    "rollout and learning of similar cost (the paper's regime: long CoT generation of a 7B model on a GPU).",
+    "The bound also takes the learner's time as fixed. Where its ranks already fill the machine's cores "
+    "(two 1-thread ranks on 2 cores), the overlapped rollout takes cores from them: compare the two modes' "
+    "learner time over all updates above.",
+    "Async can at best hide the shorter of rollout and learning behind the longer: the speed-up is bounded "
+    "by (rollout + learner time) / max(rollout, learner time) per update, so below 2 on any split.",
+    "Async's first update cannot overlap anything (the store starts empty), so short runs understate its "
+    "steady-state gain; the second ratio leaves that update out.",
+    "Sync's samples are not all on-policy either: a collect call that overshoots the update's steps leaves "
+    "whole episodes in the store for the next update (one version old by then).",
+]
 
 
 def run(ctx: Context) -> dict:
@@ -81,21 +98,5 @@ def run(ctx: Context) -> dict:
                 learner["async"],
             ),
         ],
-        "notes": [
-            "The bound row is measured, not assumed: async cannot finish before the learner has run every update, "
-            "so the sync wall clock divided by the learner's share of it is the most that overlapping can win. "
-            "Here the learner is most of an update (the preset's PPO epochs, each a forward and a backward, plus "
-            "the proximal scoring pass, against one vLLM forward per token in the rollout), so the bound is small "
-            "whatever the system does; the target is on the share of it that async wins. A large gain needs "
-            "rollout and learning of similar cost (the paper's regime: long CoT generation of a 7B model on a GPU).",
-            "The bound also takes the learner's time as fixed. Where its ranks already fill the machine's cores "
-            "(two 1-thread ranks on 2 cores), the overlapped rollout takes cores from them: compare the two modes' "
-            "learner time over all updates above.",
-            "Async can at best hide the shorter of rollout and learning behind the longer: the speed-up is bounded "
-            "by (rollout + learner time) / max(rollout, learner time) per update, so below 2 on any split.",
-            "Async's first update cannot overlap anything (the store starts empty), so short runs understate its "
-            "steady-state gain; the second ratio leaves that update out.",
-            "Sync's samples are not all on-policy either: a collect call that overshoots the update's steps leaves "
-            "whole episodes in the store for the next update (one version old by then).",
-        ],
+        "notes": NOTES,
     }
