@@ -206,9 +206,9 @@ ADDED_AFTER = {
 }
 
 
-CHANGED_AFTER = {  # PPO-side defaults changed since (two learner ranks, issue 17); SFT reads none of them
+CHANGED_AFTER = {  # PPO-side defaults changed since (2 learner ranks, 3 epochs; issue 17): SFT reads none
     "learner": {"world_size": 1, "cpus_per_rank": 1.0},
-    "ppo": {"micro_batch": 16, "grad_accum": 4},
+    "ppo": {"micro_batch": 16, "grad_accum": 4, "epochs": 4},
 }
 
 
